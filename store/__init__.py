@@ -1,0 +1,10 @@
+"""FOSC Lab store: the contract between the trainer and everything that reads its results.
+
+A runs directory holds one folder per run (see :mod:`store.runs`); per-example logs are
+hive-partitioned Parquet (see :mod:`store.schema`). ``store.open(runs_dir)`` returns a DuckDB
+connection with the views ``runs``, ``examples``, ``steps``, ``epochs``, ``evals``, ``events``.
+"""
+from store.reader import open_store as open  # noqa: A001  (the public name is store.open)
+from store.runs import default_runs_dir
+
+__all__ = ["open", "default_runs_dir"]

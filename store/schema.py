@@ -1,0 +1,103 @@
+"""Every table's columns and types, in one place.
+
+The writer casts to these schemas, the reader builds its views from them, and
+``docs/SCHEMA.md`` documents them (a test checks the page against this module and real files).
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Tables that live as Parquet under a run folder. ``epoch`` of the partitioned tables comes from
+# the hive path (``epoch=NNN``), not from the file, so Spark and DuckDB both read it as a partition.
+PARTITIONED = ("examples", "steps")
+
+EXAMPLES = pa.schema([
+    ("run", pa.string()),
+    ("rank", pa.int16()),
+    ("batch", pa.int32()),
+    ("idx", pa.int32()),
+    ("fosc", pa.float32()),
+    ("loss", pa.float32()),
+    ("steps", pa.int16()),
+    ("correct", pa.bool_()),
+    ("c_t", pa.float32()),
+])
+
+STEPS = pa.schema([
+    ("run", pa.string()),
+    ("rank", pa.int16()),
+    ("batch", pa.int32()),
+    ("idx", pa.int32()),
+    ("step", pa.int16()),
+    ("fosc", pa.float32()),
+    ("loss", pa.float32()),
+    ("active", pa.bool_()),
+])
+
+EPOCHS = pa.schema([
+    ("run", pa.string()),
+    ("epoch", pa.int32()),
+    ("lr", pa.float64()),
+    ("c_t", pa.float64()),
+    ("c_max", pa.float64()),
+    ("t_prime", pa.float64()),
+    ("k_max", pa.int32()),
+    ("n", pa.int64()),
+    ("fosc_mean", pa.float64()),
+    ("fosc_q10", pa.float64()),
+    ("fosc_q50", pa.float64()),
+    ("fosc_q90", pa.float64()),
+    ("below_ct", pa.float64()),
+    ("steps_mean", pa.float64()),
+    ("loss_mean", pa.float64()),
+    ("train_adv_acc", pa.float64()),
+    ("heldout_clean_acc", pa.float64()),
+    ("heldout_pgd_acc", pa.float64()),
+    ("wall_s", pa.float64()),
+    ("examples_per_s", pa.float64()),
+])
+
+EVALS = pa.schema([
+    ("run", pa.string()),
+    ("checkpoint", pa.string()),
+    ("setting", pa.string()),
+    ("attack", pa.string()),
+    ("surrogate", pa.string()),
+    ("eps", pa.float64()),
+    ("steps", pa.int32()),
+    ("accuracy", pa.float64()),
+    ("n", pa.int64()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+
+EVENTS = pa.schema([
+    ("run", pa.string()),
+    ("time", pa.timestamp("us", tz="UTC")),
+    ("epoch", pa.int32()),
+    ("batch", pa.int32()),
+    ("kind", pa.string()),
+    ("detail", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {
+    "examples": EXAMPLES,
+    "steps": STEPS,
+    "epochs": EPOCHS,
+    "evals": EVALS,
+    "events": EVENTS,
+}
+
+# What the reader adds to the partitioned tables from the path.
+PARTITION_COLUMNS = {"epoch": pa.int32()}
+
+
+def table_schema(name: str) -> pa.Schema:
+    """The schema of table ``name`` as readers see it (partition columns included)."""
+    schema = TABLES[name]
+    if name in PARTITIONED:
+        schema = schema.insert(1, pa.field("epoch", PARTITION_COLUMNS["epoch"]))
+    return schema
+
+
+def empty_table(name: str) -> pa.Table:
+    return TABLES[name].empty_table()

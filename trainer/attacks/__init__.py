@@ -1,0 +1,10 @@
+"""Attacks, one per module, all behind :class:`trainer.attacks.base.Attack`."""
+from trainer.attacks.base import Attack, AttackResult
+from trainer.attacks.cw import CWInf
+from trainer.attacks.fgsm import FGSM
+from trainer.attacks.pgd import PGD
+from trainer.attacks.trades import TradesKL
+
+ATTACKS = {"fgsm": FGSM, "pgd": PGD, "cw": CWInf, "trades": TradesKL}
+
+__all__ = ["Attack", "AttackResult", "ATTACKS", "CWInf", "FGSM", "PGD", "TradesKL"]

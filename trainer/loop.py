@@ -1,0 +1,422 @@
+"""The training loop: epoch -> batch -> attack -> update -> rows to the store.
+
+Read it top to bottom: ``train`` sets up (or resumes) a run, then for every epoch asks the strategy
+for its plan, and for every batch attacks, updates the model and hands the per-example rows to the
+store's writer. Between batches it reads the run's control file (stop, c_max, T', lr). At the end of
+an epoch the writer compacts the epoch, the epoch summary is written, the held-out PGD accuracy is
+measured, and the checkpoint is written last: a run killed at any point resumes from the last
+checkpoint and redoes only the unfinished epoch, whose partial rows are deleted first.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from store import files, runs
+from store.writer import RunWriter
+from trainer import checkpoint, control, dist
+from trainer.attacks import FGSM, PGD, TradesKL
+from trainer.attacks.base import Attack
+from trainer.config import RunConfig
+from trainer.data import Dataset, augment, epoch_order, load_dataset
+from trainer.models import build_model
+from trainer.strategies import EpochPlan, Strategy, build_strategy
+
+CODE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class StopRequested(Exception):
+    """The user asked the run to stop (control file or SIGTERM/SIGINT)."""
+
+
+@dataclass
+class Context:
+    cfg: RunConfig
+    run_dir: Path
+    name: str
+    device: torch.device
+    data: Dataset
+    heldout: Dataset | None
+    model: torch.nn.Module
+    net: torch.nn.Module          # what the training forward calls (DDP wrapper or the model)
+    opt: torch.optim.Optimizer
+    strategy: Strategy
+    writer: RunWriter
+    ctl: control.ControlFile
+    rank: int = 0
+    world: int = 1
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    sampled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    stop_signal: bool = False
+    aug_gen: torch.Generator | None = None
+
+
+# ---- run record ---------------------------------------------------------------------------------
+def code_hash() -> str:
+    h = hashlib.sha256()
+    for sub in ("trainer", "store"):
+        for p in sorted((CODE_ROOT / sub).rglob("*.py")):
+            h.update(str(p.relative_to(CODE_ROOT)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CODE_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=CODE_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_status(ctx: Context, state: str, epoch: int, batch: int = -1, message: str = "", fsync: bool = False) -> None:
+    if ctx.rank != 0:
+        return
+    runs.write_json(ctx.run_dir / runs.STATUS, {
+        "state": state, "epoch": epoch, "batch": batch, "epochs": ctx.cfg.epochs, "pid": os.getpid(),
+        "host": socket.gethostname(), "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "message": message,
+    }, fsync=fsync)
+
+
+# ---- setup --------------------------------------------------------------------------------------
+def pick_device(name: str, rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device cuda requested but no CUDA device is available; use --device cpu")
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def build_attack(kind: str, cfg: RunConfig, steps: int) -> Attack:
+    kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
+    if kind == "fgsm":
+        return FGSM(cfg.eps, **kw)
+    if kind == "trades":
+        return TradesKL(cfg.eps, cfg.step_size, steps, random_start=True, **kw)
+    return PGD(cfg.eps, cfg.step_size, steps, random_start=cfg.random_start, **kw)
+
+
+def setup(cfg: RunConfig, run_dir: Path, name: str, resume: bool) -> Context:
+    rank, world = dist.rank_world()
+    device = pick_device(cfg.device, dist.local_rank())
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    # Every rank drops the same held-out examples from training; only rank 0 evaluates on them.
+    data, heldout = load_dataset(cfg.dataset, cfg.data_root, device, heldout=cfg.heldout,
+                                 n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
+    model = build_model(cfg.model, data.in_channels, 10, data.image_size).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    strategy = build_strategy(cfg)
+    strategy.state.setdefault("base_lr", cfg.lr)
+    writer = RunWriter(run_dir, name, rank=rank, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
+    net = dist.wrap(model, device)
+    ctx = Context(cfg, run_dir, name, device, data, heldout, model, net, opt, strategy, writer,
+                  control.ControlFile(run_dir / runs.CONTROL), rank, world)
+    sample_ids = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(cfg.seed + 7))
+    ctx.sampled = np.zeros(len(data.y_train), dtype=bool)
+    ctx.sampled[sample_ids[: cfg.trajectory_examples].numpy()] = True
+    if resume:
+        _load_checkpoint(ctx)
+    return ctx
+
+
+def _load_checkpoint(ctx: Context) -> None:
+    path = checkpoint.path(ctx.run_dir)
+    if not path.exists():  # killed before the first epoch ended: start over, keeping nothing partial
+        ctx.start_epoch = 0
+    else:
+        state = checkpoint.load(path, map_location=ctx.device)
+        ctx.model.load_state_dict(state["model"])
+        ctx.opt.load_state_dict(state["optimizer"])
+        ctx.strategy.load_state_dict(state["strategy"])
+        ctx.best_acc = state.get("best_acc", -1.0)
+        ctx.ctl.load_state_dict(state.get("control", {}))
+        ctx.start_epoch = int(state["epoch"]) + 1
+    dist.barrier()
+    if ctx.rank == 0:
+        runs.clean_temp_files(ctx.run_dir)
+        runs.remove_epochs_from(ctx.run_dir, ctx.start_epoch)
+    dist.barrier()
+    ctx.writer._seq = ctx.writer._next_seq()
+
+
+def save_checkpoint(ctx: Context, epoch: int, best: bool) -> None:
+    if ctx.rank != 0:
+        return
+    state = {"epoch": epoch, "model": ctx.model.state_dict(), "optimizer": ctx.opt.state_dict(),
+             "strategy": ctx.strategy.state_dict(), "best_acc": ctx.best_acc, "config": ctx.cfg.to_dict(),
+             "control": ctx.ctl.state_dict()}
+    if best:  # written first: 'last' is the resume point and must never be older than 'best'
+        checkpoint.save(checkpoint.path(ctx.run_dir, "best"), state)
+    checkpoint.save(checkpoint.path(ctx.run_dir, "last"), state)
+
+
+# ---- Dynamic's c_max = 'auto' (paper §4.1) ------------------------------------------------------
+def estimate_c_max(ctx: Context) -> float:
+    """Mean FOSC of FGSM examples of the initial model on the first ``c_max_batches`` batches."""
+    cfg, data = ctx.cfg, ctx.data
+    order = epoch_order(len(data.y_train), cfg.seed, 0, "cpu")
+    n = min(len(order), cfg.c_max_batches * cfg.batch_size)
+    ids = order[:n][ctx.rank::ctx.world].to(ctx.device)
+    attack = FGSM(cfg.eps, norm=cfg.norm, fosc_set=cfg.fosc_set)
+    ctx.model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    for chunk in ids.split(cfg.batch_size):
+        r = attack(ctx.model, data.x_train[chunk], data.y_train[chunk])
+        total += torch.stack([r.fosc.double().sum(), torch.tensor(float(len(chunk)), device=ctx.device, dtype=torch.float64)])
+    total = dist.all_reduce_sum(total)
+    return float(total[0] / total[1])
+
+
+# ---- control between batches --------------------------------------------------------------------
+def apply_control(ctx: Context, epoch: int, batch: int) -> None:
+    """Apply what the user changed in the control file since the last look; log each change."""
+    for key, value in ctx.ctl.poll():
+        st = ctx.strategy.state
+        if key == "lr":
+            passed = sum(epoch >= m for m in ctx.cfg.milestones)
+            old = lr_at(ctx, epoch)
+            st["base_lr"] = value / ctx.cfg.lr_gamma ** passed  # later milestones still divide it
+        elif key in ("c_max", "t_prime") and key in st:
+            old = st[key]
+            st[key] = value
+            ctx.ctl.changed_schedule = True
+        elif key == "error":
+            ctx.writer.event("control_error", str(value), epoch, batch)
+            continue
+        else:
+            ctx.writer.event("control_ignored", f"{key}={value}: not used by strategy {ctx.cfg.strategy}", epoch, batch)
+            continue
+        ctx.writer.event(f"set_{key}", f"{old} -> {value}", epoch, batch)
+    if ctx.ctl.stop or ctx.stop_signal:
+        raise StopRequested()
+
+
+def lr_at(ctx: Context, epoch: int) -> float:
+    cfg = ctx.cfg
+    passed = sum(epoch >= m for m in cfg.milestones)
+    return ctx.strategy.state["base_lr"] * cfg.lr_gamma ** passed
+
+
+# ---- one batch ----------------------------------------------------------------------------------
+def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Tensor, record: torch.Tensor | None):
+    cfg, data = ctx.cfg, ctx.data
+    x0, y = data.x_train[ids], data.y_train[ids]
+    if _augment_on(cfg):
+        x0 = augment(x0, ctx.aug_gen)
+    ctx.model.train(cfg.bn_mode == "train")
+    if plan.attack is None:
+        # No attack this epoch: FOSC of the clean example itself (x_k = x_0), from one gradient.
+        probe = PGD(cfg.eps, cfg.step_size, 1, random_start=False, norm=cfg.norm, fosc_set=cfg.fosc_set)
+        g, _, _ = probe.grad(ctx.model, x0, y)
+        fosc = probe.fosc_of(x0, x0, x0, g)
+        x_adv, steps, traj = x0, torch.zeros(len(y), dtype=torch.int32, device=x0.device), None
+    else:
+        attack = build_attack(plan.attack, cfg, plan.steps)
+        rule = ctx.strategy.stop_rule(plan, len(y), x0.device)
+        compact = rule is not None and cfg.bn_mode == "eval" and cfg.compact != "never"
+        res = attack(ctx.model, x0, y, stop_rule=rule, record=record, compact=compact,
+                     exact_final=cfg.exact_final_fosc,
+                     center_on_start=cfg.official_code_compat and cfg.strategy == "dynamic")
+        x_adv, fosc, steps, traj = res.x_adv, res.fosc, res.steps, res.trajectory
+    ctx.model.train()
+    loss_vec, logits = ctx.strategy.train_loss(ctx.net, x0, x_adv, y, epoch)
+    ctx.opt.zero_grad(set_to_none=True)
+    loss_vec.mean().backward()
+    ctx.opt.step()
+    correct = logits.detach().argmax(1) == y
+    idx = data.train_ids[ids]
+    ctx.writer.log("examples", epoch, {
+        "batch": torch.full_like(idx, b, dtype=torch.int32), "idx": idx.int(), "fosc": fosc.float(),
+        "loss": loss_vec.detach().float(), "steps": steps.short(), "correct": correct,
+        "c_t": torch.full_like(fosc, plan.c_t if not math.isnan(plan.c_t) else float("nan")),
+    })
+    if traj is not None:
+        k, r = traj["fosc"].shape
+        ctx.writer.log("steps", epoch, {
+            "batch": torch.full((k * r,), b, dtype=torch.int32), "idx": idx[traj["pos"]].int().repeat(k),
+            "step": traj["step"].repeat_interleave(r), "fosc": traj["fosc"].reshape(-1),
+            "loss": traj["loss"].reshape(-1), "active": traj["active"].reshape(-1),
+        })
+    return torch.stack([loss_vec.detach().sum().double(), correct.sum().double(), fosc.double().nan_to_num().sum(),
+                        steps.double().sum(), torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])
+
+
+def _augment_on(cfg: RunConfig) -> bool:
+    return cfg.augment if cfg.augment is not None else cfg.dataset == "cifar10"
+
+
+# ---- one epoch ----------------------------------------------------------------------------------
+def train_epoch(ctx: Context, epoch: int, progress) -> dict:
+    cfg, data = ctx.cfg, ctx.data
+    plan = ctx.strategy.plan(epoch)
+    for group in ctx.opt.param_groups:
+        group["lr"] = lr_at(ctx, epoch)
+    # Every random draw of an epoch derives from (seed, epoch, rank): a resumed epoch is the same.
+    torch.manual_seed(cfg.seed * 7919 + epoch * 104_729 + ctx.rank)
+    ctx.aug_gen = torch.Generator().manual_seed(cfg.seed * 31 + epoch * 1_000_003 + ctx.rank)
+    order = epoch_order(len(data.y_train), cfg.seed, epoch, "cpu")
+    n_batches = math.ceil(len(order) / cfg.batch_size)
+    totals = torch.zeros(5, dtype=torch.float64, device=ctx.device)
+    t0 = time.time()
+    bar = progress(n_batches, epoch)
+    for b in range(n_batches):
+        apply_control(ctx, epoch, b)
+        if ctx.ctl.changed_schedule:
+            plan = ctx.strategy.plan(epoch)
+            ctx.ctl.changed_schedule = False
+        for group in ctx.opt.param_groups:
+            group["lr"] = lr_at(ctx, epoch)
+        ids_cpu = order[b * cfg.batch_size:(b + 1) * cfg.batch_size][ctx.rank::ctx.world]
+        if len(ids_cpu) == 0:
+            continue
+        pos = np.nonzero(ctx.sampled[ids_cpu.numpy()])[0]
+        record = torch.from_numpy(pos).to(ctx.device) if len(pos) else None
+        totals += train_batch(ctx, epoch, b, plan, ids_cpu.to(ctx.device), record)
+        if bar is not None:
+            bar.update(1)
+            if b % 10 == 0 or b == n_batches - 1:
+                t = totals.tolist()
+                bar.set_postfix(loss=f"{t[0] / t[4]:.3f}", acc=f"{t[1] / t[4]:.3f}", fosc=f"{t[2] / t[4]:.4f}",
+                                steps=f"{t[3] / t[4]:.2f}", c_t=("-" if math.isnan(plan.c_t) else f"{plan.c_t:.3f}"),
+                                refresh=False)
+        if b % 20 == 0:
+            write_status(ctx, "running", epoch, b)
+    if bar is not None:
+        bar.close()
+    totals = dist.all_reduce_sum(totals)
+    t = totals.tolist()
+    return {"plan": plan, "wall_s": time.time() - t0, "n": t[4], "train_adv_acc": t[1] / max(t[4], 1)}
+
+
+def heldout_accuracy(ctx: Context) -> tuple[float, float]:
+    """Clean and PGD accuracy on the fixed held-out subset (Rice et al. 2020's early-stopping signal)."""
+    h = ctx.heldout
+    if h is None or len(h.y_train) == 0:
+        return math.nan, math.nan
+    cfg = ctx.cfg
+    attack = PGD(cfg.eps, cfg.step_size, cfg.heldout_pgd_steps, random_start=True, norm=cfg.norm)
+    ctx.model.eval()
+    clean = adv = 0
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(cfg.seed + 99)  # the same attack noise every epoch, and no drift of the training RNG
+    for ids in torch.arange(len(h.y_train), device=ctx.device).split(cfg.batch_size * 2):
+        x, y = h.x_train[ids], h.y_train[ids]
+        with torch.no_grad():
+            clean += (ctx.model(x).argmax(1) == y).sum().item()
+        xa = attack(ctx.model, x, y, exact_final=False).x_adv
+        with torch.no_grad():
+            adv += (ctx.model(xa).argmax(1) == y).sum().item()
+    torch.set_rng_state(gen_state)
+    n = len(h.y_train)
+    return clean / n, adv / n
+
+
+def epoch_summary(ctx: Context, epoch: int, info: dict, clean_acc: float, pgd_acc: float) -> dict:
+    """Per-epoch figures, computed from the epoch's compacted rows in the store (all ranks)."""
+    d = runs.epoch_dir(ctx.run_dir, "examples", epoch)
+    tbl = pq.ParquetDataset([str(p) for p in files.epoch_files(d)]).read(columns=["fosc", "steps", "loss", "correct"])
+    fosc = tbl["fosc"].to_numpy(zero_copy_only=False).astype(np.float64)
+    fosc = fosc[~np.isnan(fosc)]
+    plan: EpochPlan = info["plan"]
+    st = ctx.strategy.state
+    q = np.quantile(fosc, [0.1, 0.5, 0.9]) if len(fosc) else [math.nan] * 3
+    return {
+        "epoch": epoch, "lr": lr_at(ctx, epoch), "c_t": plan.c_t,
+        "c_max": st.get("c_max") if st.get("c_max") is not None else math.nan,
+        "t_prime": st.get("t_prime", math.nan), "k_max": plan.steps, "n": tbl.num_rows,
+        "fosc_mean": float(fosc.mean()) if len(fosc) else math.nan,
+        "fosc_q10": float(q[0]), "fosc_q50": float(q[1]), "fosc_q90": float(q[2]),
+        "below_ct": float((fosc <= plan.c_t).mean()) if len(fosc) and not math.isnan(plan.c_t) else math.nan,
+        "steps_mean": float(np.mean(tbl["steps"].to_numpy())) if tbl.num_rows else math.nan,
+        "loss_mean": float(np.mean(tbl["loss"].to_numpy())) if tbl.num_rows else math.nan,
+        "train_adv_acc": info["train_adv_acc"], "heldout_clean_acc": clean_acc, "heldout_pgd_acc": pgd_acc,
+        "wall_s": info["wall_s"], "examples_per_s": info["n"] / max(info["wall_s"], 1e-9),
+    }
+
+
+# ---- the whole run ------------------------------------------------------------------------------
+def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progress=None) -> str:
+    """Train (or resume) the run in ``run_dir``. Returns the final state: finished or stopped."""
+    progress = progress or (lambda n, epoch: None)
+    ctx = setup(cfg, run_dir, name, resume)
+    _install_signal_handlers(ctx)
+    write_status(ctx, "running", ctx.start_epoch, message="resumed" if resume else "started", fsync=True)
+    ctx.writer.event("resume" if resume else "start", f"from epoch {ctx.start_epoch}", ctx.start_epoch)
+    try:
+        if ctx.strategy.name == "dynamic" and ctx.strategy.state.get("c_max") is None:
+            c_max = estimate_c_max(ctx)
+            ctx.strategy.state["c_max"] = c_max
+            ctx.writer.event("c_max_auto", f"{c_max:.6g}", 0)
+        apply_control(ctx, ctx.start_epoch, 0)
+        for epoch in range(ctx.start_epoch, cfg.epochs):
+            info = train_epoch(ctx, epoch, progress if ctx.rank == 0 else (lambda n, e: None))
+            ctx.writer.end_epoch(epoch)
+            dist.barrier()
+            ctx.strategy.end_epoch(epoch, info["train_adv_acc"])
+            if ctx.rank == 0:
+                clean_acc, pgd_acc = heldout_accuracy(ctx)
+                ctx.writer.write_epoch_summary(epoch_summary(ctx, epoch, info, clean_acc, pgd_acc))
+                best = not math.isnan(pgd_acc) and pgd_acc > ctx.best_acc
+                if best:
+                    ctx.best_acc = pgd_acc
+                save_checkpoint(ctx, epoch, best or epoch == 0)
+            dist.barrier()
+            write_status(ctx, "running", epoch + 1, message=f"epoch {epoch} done", fsync=True)
+        ctx.writer.close()
+        if cfg.eval_at_end and ctx.rank == 0:
+            write_status(ctx, "running", cfg.epochs, message="evaluating")
+            from trainer import evaluate
+            evaluate.evaluate_run(run_dir, device=str(ctx.device), n=cfg.eval_n, progress=progress is not None)
+        write_status(ctx, "finished", cfg.epochs, message="finished", fsync=True)
+        _event(ctx, "finish", "")
+        return "finished"
+    except StopRequested:
+        ctx.writer.close()
+        write_status(ctx, "stopped", ctx.start_epoch, message="stopped by user; resume with --resume", fsync=True)
+        _event(ctx, "stop", "stopped by user")
+        return "stopped"
+    except BaseException as e:
+        msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        try:
+            write_status(ctx, "failed", ctx.start_epoch, message=msg, fsync=True)
+        except OSError:
+            pass
+        raise
+    finally:
+        dist.cleanup()
+
+
+def _event(ctx: Context, kind: str, detail: str) -> None:
+    if ctx.rank == 0:
+        ctx.writer.event(kind, detail)
+
+
+def _install_signal_handlers(ctx: Context) -> None:
+    def handler(signum, frame):
+        ctx.stop_signal = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (tests calling train in a thread)
+            pass

@@ -1,0 +1,191 @@
+"""What each strategy asks of the attack and of the loss, epoch by epoch.
+
+A strategy turns (epoch, its own state) into an :class:`EpochPlan` (which attack, how many steps,
+the Dynamic threshold c_t, FAT's tau) and a stop rule for the attack, and says how the training
+loss is formed. State that must survive a resume (curriculum's k, an auto-estimated c_max, values a
+user changed through the control file) is in ``state_dict``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from store.schedule import c_t as schedule_c_t
+from trainer.attacks import losses
+from trainer.attacks.base import StopRule
+from trainer.config import RunConfig
+
+
+@dataclass
+class EpochPlan:
+    attack: Optional[str]      # 'pgd', 'fgsm', 'trades' or None (clean examples)
+    steps: int                 # K for this epoch (0 with no attack)
+    c_t: float = math.nan      # Dynamic's FOSC threshold, NaN for other strategies
+    tau: int = -1              # FAT's extra steps after the first misclassification, -1 otherwise
+
+
+class Strategy:
+    name = "standard"
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.state: dict = {}
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return EpochPlan("pgd", self.cfg.steps)
+
+    def stop_rule(self, plan: EpochPlan, batch_size: int, device) -> Optional[StopRule]:
+        return None
+
+    def train_loss(self, model, x0, x_adv, y, epoch: int, attack_target=None):
+        """(per-example training loss (B,), logits on the trained-on input). Model is in train mode."""
+        logits = model(x_adv)
+        ce = losses.cross_entropy(logits, y)
+        if self.cfg.official_code_compat and epoch >= 1:
+            # The authors' code weights each example by its own adversarial cross-entropy.
+            w = ce.detach() / ce.detach().mean().clamp_min(1e-12)
+            return w * ce, logits
+        return ce, logits
+
+    def end_epoch(self, epoch: int, train_adv_acc: float) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state.update(state)
+
+
+class Unsecured(Strategy):
+    name = "unsecured"
+
+    def plan(self, epoch):
+        return EpochPlan(None, 0)
+
+    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+        logits = model(x0)
+        return losses.cross_entropy(logits, y), logits
+
+
+class Standard(Strategy):
+    name = "standard"
+
+
+class FgsmPgd(Strategy):
+    """FGSM for the first ``fgsm_epochs`` epochs, then PGD (paper §3.2, Fig. 3)."""
+    name = "fgsm-pgd"
+
+    def plan(self, epoch):
+        return EpochPlan("fgsm", 1) if epoch < self.cfg.fgsm_epochs else EpochPlan("pgd", self.cfg.steps)
+
+
+class Dynamic(Strategy):
+    """Algorithm 1: PGD whose examples stop once their FOSC <= c_t = max(c_max - t c_max / T', 0)."""
+    name = "dynamic"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.state = {"c_max": None if cfg.c_max == "auto" else float(cfg.c_max), "t_prime": float(cfg.t_prime)}
+
+    def c_t(self, epoch: int) -> float:
+        c_max = self.state["c_max"]
+        if c_max is None:
+            raise RuntimeError("c_max is 'auto' and has not been estimated yet")
+        return schedule_c_t(epoch, c_max, self.state["t_prime"])
+
+    def plan(self, epoch):
+        return EpochPlan("pgd", self.cfg.steps, c_t=self.c_t(epoch))
+
+    def stop_rule(self, plan, batch_size, device):
+        threshold = plan.c_t
+
+        def rule(k, c, logits, target, rows):
+            # Algorithm 1 always takes the first step; from then on V_i = 0 once FOSC_i <= c_t.
+            if k == 0:
+                return torch.zeros_like(c, dtype=torch.bool)
+            return c <= threshold
+        return rule
+
+
+class Curriculum(Strategy):
+    """Cai et al. 2018: PGD-k with k growing from 0 to K, advancing when training robust accuracy
+    stops improving for ``curriculum_patience`` epochs (or on a fixed schedule reaching K at T')."""
+    name = "curriculum"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.state = {"k": 0, "best": -1.0, "since_best": 0}
+
+    def k(self, epoch: int) -> int:
+        if self.cfg.curriculum_mode == "fixed":
+            return min(self.cfg.steps, int(epoch * (self.cfg.steps + 1) / max(self.cfg.t_prime, 1e-9)))
+        return int(self.state["k"])
+
+    def plan(self, epoch):
+        k = self.k(epoch)
+        return EpochPlan("pgd", k) if k > 0 else EpochPlan(None, 0)
+
+    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+        logits = model(x_adv)
+        return losses.cross_entropy(logits, y), logits
+
+    def end_epoch(self, epoch, train_adv_acc):
+        if self.cfg.curriculum_mode == "fixed" or self.state["k"] >= self.cfg.steps:
+            return
+        if train_adv_acc > self.state["best"] + 1e-4:
+            self.state.update(best=train_adv_acc, since_best=0)
+            return
+        self.state["since_best"] += 1
+        if self.state["since_best"] >= self.cfg.curriculum_patience:
+            self.state.update(k=self.state["k"] + 1, best=-1.0, since_best=0)
+
+
+class Fat(Strategy):
+    """Zhang et al. 2020 (FAT): early-stopped PGD; an example gets tau more steps after it is first
+    misclassified, tau = 0, 1, 2 as training passes ``fat_tau_epochs``."""
+    name = "fat"
+
+    def tau(self, epoch: int) -> int:
+        return sum(epoch >= e for e in self.cfg.fat_tau_epochs)
+
+    def plan(self, epoch):
+        return EpochPlan("pgd", self.cfg.steps, tau=self.tau(epoch))
+
+    def stop_rule(self, plan, batch_size, device):
+        budget = torch.full((batch_size,), plan.tau, dtype=torch.int32, device=device)
+
+        def rule(k, c, logits, target, rows):
+            wrong = logits.argmax(1) != target
+            stop = wrong & (budget[rows] <= 0)
+            budget[rows] -= (wrong & ~stop).int()
+            return stop
+        return rule
+
+    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+        logits = model(x_adv)
+        return losses.cross_entropy(logits, y), logits
+
+
+class Trades(Strategy):
+    """Zhang et al. 2019: CE on clean examples + beta * KL(p(x_0) || p(x_adv)), KL maximised inside."""
+    name = "trades"
+
+    def plan(self, epoch):
+        return EpochPlan("trades", self.cfg.steps)
+
+    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+        clean, adv = model(x0), model(x_adv)
+        kl = F.kl_div(F.log_softmax(adv.float(), 1), F.softmax(clean.float(), 1), reduction="none").sum(1)
+        return losses.cross_entropy(clean, y) + self.cfg.trades_beta * kl, adv
+
+
+STRATEGIES = {cls.name: cls for cls in (Unsecured, Standard, Curriculum, Dynamic, FgsmPgd, Fat, Trades)}
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    return STRATEGIES[cfg.strategy](cfg)
