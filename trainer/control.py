@@ -8,24 +8,11 @@ bad value is reported (as an event) and ignored: it never stops training.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-KEYS = {"c_max": (0.0, False), "t_prime": (0.0, True), "lr": (0.0, True)}  # key -> (bound, strictly above)
-
-
-def validate(key: str, value: Any) -> float:
-    """A control value as float, or ValueError with a one-line reason."""
-    if key not in KEYS:
-        raise ValueError(f"unknown control key {key!r}; known: stop, {', '.join(KEYS)}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{key} must be a finite number, got {value!r}")
-    bound, strict = KEYS[key]
-    if value < bound or (strict and value == bound):
-        raise ValueError(f"{key} must be {'>' if strict else '>='} {bound}, got {value!r}")
-    return float(value)
+from store.control import validate, write  # noqa: F401  (the format lives in the store)
 
 
 class ControlFile:
@@ -74,17 +61,3 @@ class ControlFile:
     def load_state_dict(self, state: dict) -> None:
         self.applied = dict(state.get("applied", {}))
 
-
-def write(run_dir: Path, **values: Any) -> dict:
-    """Merge ``values`` into a run's control file (validated, atomic). Used by the CLI and dashboard."""
-    from store import runs
-
-    path = Path(run_dir) / runs.CONTROL
-    current = runs.read_json(path, default={}) or {}
-    for key, value in values.items():
-        if key == "stop":
-            current["stop"] = bool(value)
-        else:
-            current[key] = validate(key, value)
-    runs.write_json(path, current)
-    return current
