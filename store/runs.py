@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from store import faults
+
 RUNS_DIR_ENV = "FOSC_RUNS_DIR"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -69,7 +71,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True, site: str | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
@@ -79,6 +81,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> Non
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+        if site:
+            faults.hit(site, path)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -101,3 +101,15 @@ def table_schema(name: str) -> pa.Schema:
 
 def empty_table(name: str) -> pa.Table:
     return TABLES[name].empty_table()
+
+
+# How DuckDB types each Arrow type of these schemas when it reads the Parquet files.
+_DUCKDB_TYPES = {
+    pa.string(): "VARCHAR", pa.bool_(): "BOOLEAN", pa.int16(): "SMALLINT", pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def duckdb_type(t: pa.DataType) -> str:
+    return _DUCKDB_TYPES[t]

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store import files, runs
+from store import faults, files, runs
 from store.schema import TABLES
 
 ROW_GROUP_SIZE = 122_880  # DuckDB's own row group size: smaller groups read markedly slower
@@ -61,7 +61,7 @@ def to_arrow(table: str, run: str, columns: dict[str, Any], extra: dict[str, Any
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = False) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = False, site: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
@@ -69,7 +69,11 @@ def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = False) -> No
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+        if site:
+            faults.hit(site, path)
         os.replace(tmp, path)
+        if fsync:  # the rename itself survives a power loss only once the folder is synced
+            runs.fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -96,14 +100,22 @@ class RunWriter:
 
     # ---- trainer side -------------------------------------------------------------------------
     def log(self, table: str, epoch: int, columns: dict[str, Any]) -> None:
-        """Queue rows of ``table`` (examples or steps) for ``epoch``; never blocks on disk."""
+        """Queue rows of ``table`` (examples or steps) for ``epoch``. Waits for the disk only when
+        256 batches are already queued (backpressure rather than unbounded memory)."""
         self.check()
         self._queue.put(("rows", table, epoch, columns))
 
     def end_epoch(self, epoch: int) -> None:
         """Block until every row of ``epoch`` is on disk, compacted into one file per table."""
+        self._wait_for("end_epoch", epoch)
+
+    def flush(self) -> None:
+        """Block until every row logged so far is on disk (as chunks, for epochs not yet ended)."""
+        self._wait_for("flush", None)
+
+    def _wait_for(self, kind: str, arg) -> None:
         done = threading.Event()
-        self._queue.put(("end_epoch", epoch, done))
+        self._queue.put((kind, arg, done))
         while not done.wait(0.05):
             self.check()
             if not self._thread.is_alive():
@@ -113,7 +125,8 @@ class RunWriter:
     def write_epoch_summary(self, row: dict[str, Any]) -> None:
         self.check()
         path = self.run_dir / "epochs" / f"part-{int(row['epoch']):03d}.parquet"
-        self._guarded(path, lambda: write_parquet_atomic(to_arrow("epochs", self.run, row), path, fsync=True))
+        self._guarded(path, lambda: write_parquet_atomic(to_arrow("epochs", self.run, row), path, fsync=True,
+                                                                 site="summary"))
 
     def event(self, kind: str, detail: str = "", epoch: int = -1, batch: int = -1) -> None:
         write_event(self.run_dir, self.run, kind, detail, epoch, batch, rank=self.rank)
@@ -125,8 +138,9 @@ class RunWriter:
         self.check()
 
     def check(self) -> None:
-        if self._error is not None:
-            raise WriterError(str(self._error)) from self._error
+        e = self._error
+        if e is not None:
+            raise WriterError(str(e) if isinstance(e, WriterError) else f"store writer failed: {type(e).__name__}: {e}") from e
 
     # ---- writer thread ------------------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -160,13 +174,17 @@ class RunWriter:
                 elif kind == "end_epoch":
                     self._end_epoch(item[1])
                     item[2].set()
+                elif kind == "flush":
+                    for key in list(self._buffers):
+                        self._flush(key)
+                    item[2].set()
                 elif kind == "close":
                     for key in list(self._buffers):
                         self._flush(key)
                     return
             except BaseException as e:  # kept and raised on the trainer thread
                 self._error = e
-                if item is not None and item[0] == "end_epoch":
+                if item is not None and item[0] in ("end_epoch", "flush"):
                     item[2].set()
                 self._drain_after_error()
                 return
@@ -177,13 +195,14 @@ class RunWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if item[0] == "end_epoch":
+            if item[0] in ("end_epoch", "flush"):
                 item[2].set()
 
     def _add(self, table: str, epoch: int, columns: dict[str, Any]) -> None:
         key = (table, epoch)
         cols = {k: _to_numpy(v) for k, v in columns.items()}
-        n = len(next(iter(cols.values())))
+        n = max((len(v) for v in cols.values() if v.ndim), default=1)
+        cols = {k: v if v.ndim else np.full(n, v) for k, v in cols.items()}  # a scalar fills its column
         self._buffers.setdefault(key, []).append(cols)
         self._buffered_rows[key] = self._buffered_rows.get(key, 0) + n
         self._first_at.setdefault(key, time.monotonic())
@@ -208,31 +227,36 @@ class RunWriter:
         return to_arrow(key[0], self.run, cols, extra={"rank": self.rank})
 
     def _flush(self, key: tuple[str, int]) -> None:
+        d = runs.epoch_dir(self.run_dir, key[0], key[1])
+        if (d / files.compact_name(self.rank)).exists():  # a chunk beside it would be hidden
+            return self._compact(*key)
         table = self._take(key)
         if table is None:
             return
-        path = runs.epoch_dir(self.run_dir, key[0], key[1]) / files.chunk_name(self.rank, self._seq)
+        path = d / files.chunk_name(self.rank, self._seq)
         self._seq += 1
-        self._guarded(path, lambda: write_parquet_atomic(table, path))
+        self._guarded(path, lambda: write_parquet_atomic(table, path, site="flush"))
 
     def _end_epoch(self, epoch: int) -> None:
         for table in ("examples", "steps"):
             self._compact(table, epoch)
-        for key in [k for k in self._buffers if k[1] < epoch]:  # stragglers of an earlier epoch
-            self._flush(key)
+        for table, e in [k for k in self._buffers if k[1] < epoch]:  # stragglers of an earlier epoch
+            self._compact(table, e)
 
     def _compact(self, table: str, epoch: int) -> None:
         d = runs.epoch_dir(self.run_dir, table, epoch)
         chunks = files.chunk_files(d, self.rank)
         pending = self._take((table, epoch))
-        parts = [pq.read_table(c, schema=TABLES[table]) for c in chunks]
+        if not chunks and pending is None:
+            return
+        target = d / files.compact_name(self.rank)
+        earlier = [target] if target.exists() else []  # compacting again keeps what was compacted
+        parts = [pq.read_table(c, schema=TABLES[table]) for c in earlier + chunks]
         if pending is not None:
             parts.append(pending)
-        if not parts:
-            return
         merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        target = d / files.compact_name(self.rank)
-        self._guarded(target, lambda: write_parquet_atomic(merged, target, fsync=True))
+        self._guarded(target, lambda: write_parquet_atomic(merged, target, fsync=True, site="compact"))
+        faults.hit("compact-unlink", target)
         for c in chunks:  # readers prefer the compacted file, so these are already invisible
             c.unlink(missing_ok=True)
 
