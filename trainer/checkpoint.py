@@ -16,7 +16,7 @@ class CheckpointError(RuntimeError):
 def save(path: Path, state: dict) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
-    runs.atomic_write_bytes(path, buf.getvalue(), fsync=True)
+    runs.atomic_write_bytes(path, buf.getvalue(), fsync=True, site="checkpoint")
 
 
 def load(path: Path, map_location="cpu") -> dict:

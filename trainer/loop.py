@@ -25,11 +25,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from store import files, runs
+from store import faults, files, runs
 from store.writer import RunWriter
 from trainer import checkpoint, control, dist
 from trainer.attacks import FGSM, PGD, TradesKL
 from trainer.attacks.base import Attack
+from trainer.attacks.fold import fold_bn
 from trainer.config import RunConfig
 from trainer.data import Dataset, augment, epoch_order, load_dataset
 from trainer.models import build_model
@@ -63,6 +64,7 @@ class Context:
     sampled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     stop_signal: bool = False
     aug_gen: torch.Generator | None = None
+    epoch: int = 0                # the epoch being trained (for status messages)
 
 
 # ---- run record ---------------------------------------------------------------------------------
@@ -122,6 +124,7 @@ def setup(cfg: RunConfig, run_dir: Path, name: str, resume: bool) -> Context:
     # Every rank drops the same held-out examples from training; only rank 0 evaluates on them.
     data, heldout = load_dataset(cfg.dataset, cfg.data_root, device, heldout=cfg.heldout,
                                  n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
+    dist.check_batches(len(data.y_train), cfg.batch_size, world)
     model = build_model(cfg.model, data.in_channels, 10, data.image_size).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -191,7 +194,10 @@ def estimate_c_max(ctx: Context) -> float:
 # ---- control between batches --------------------------------------------------------------------
 def apply_control(ctx: Context, epoch: int, batch: int) -> None:
     """Apply what the user changed in the control file since the last look; log each change."""
-    for key, value in ctx.ctl.poll():
+    # Under torchrun rank 0 reads the file and every rank applies its reading at the same batch.
+    changes, stop = dist.rank0_control(ctx.ctl.poll() if ctx.rank == 0 else [], ctx.ctl.stop or ctx.stop_signal)
+    log = ctx.writer.event if ctx.rank == 0 else (lambda *a: None)
+    for key, value in changes:
         st = ctx.strategy.state
         if key == "lr":
             passed = sum(epoch >= m for m in ctx.cfg.milestones)
@@ -202,13 +208,13 @@ def apply_control(ctx: Context, epoch: int, batch: int) -> None:
             st[key] = value
             ctx.ctl.changed_schedule = True
         elif key == "error":
-            ctx.writer.event("control_error", str(value), epoch, batch)
+            log("control_error", str(value), epoch, batch)
             continue
         else:
-            ctx.writer.event("control_ignored", f"{key}={value}: not used by strategy {ctx.cfg.strategy}", epoch, batch)
+            log("control_ignored", f"{key}={value}: not used by strategy {ctx.cfg.strategy}", epoch, batch)
             continue
-        ctx.writer.event(f"set_{key}", f"{old} -> {value}", epoch, batch)
-    if ctx.ctl.stop or ctx.stop_signal:
+        log(f"set_{key}", f"{old} -> {value}", epoch, batch)
+    if stop:
         raise StopRequested()
 
 
@@ -235,10 +241,14 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
         attack = build_attack(plan.attack, cfg, plan.steps)
         rule = ctx.strategy.stop_rule(plan, len(y), x0.device)
         compact = rule is not None and cfg.bn_mode == "eval" and cfg.compact != "never"
-        res = attack(ctx.model, x0, y, stop_rule=rule, record=record, compact=compact,
+        # Eval-mode BatchNorm folded into the conv before it: the same function, no BN work per step.
+        folded = fold_bn(ctx.model) if cfg.bn_mode == "eval" else None
+        net = ctx.model if folded is None else folded
+        res = attack(net, x0, y, stop_rule=rule, record=record, compact=compact,
                      exact_final=cfg.exact_final_fosc,
                      center_on_start=cfg.official_code_compat and cfg.strategy == "dynamic")
         x_adv, fosc, steps, traj = res.x_adv, res.fosc, res.steps, res.trajectory
+    faults.hit("batch")  # test-only kill point (FOSC_FAULT); a no-op otherwise
     ctx.model.train()
     loss_vec, logits = ctx.strategy.train_loss(ctx.net, x0, x_adv, y, epoch)
     ctx.opt.zero_grad(set_to_none=True)
@@ -358,9 +368,11 @@ def epoch_summary(ctx: Context, epoch: int, info: dict, clean_acc: float, pgd_ac
 # ---- the whole run ------------------------------------------------------------------------------
 def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progress=None) -> str:
     """Train (or resume) the run in ``run_dir``. Returns the final state: finished or stopped."""
+    show_progress = progress is not None
     progress = progress or (lambda n, epoch: None)
     ctx = setup(cfg, run_dir, name, resume)
-    _install_signal_handlers(ctx)
+    ctx.epoch = ctx.start_epoch
+    previous_handlers = _install_signal_handlers(ctx)
     write_status(ctx, "running", ctx.start_epoch, message="resumed" if resume else "started", fsync=True)
     ctx.writer.event("resume" if resume else "start", f"from epoch {ctx.start_epoch}", ctx.start_epoch)
     try:
@@ -370,9 +382,11 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
             ctx.writer.event("c_max_auto", f"{c_max:.6g}", 0)
         apply_control(ctx, ctx.start_epoch, 0)
         for epoch in range(ctx.start_epoch, cfg.epochs):
+            ctx.epoch = epoch
             info = train_epoch(ctx, epoch, progress if ctx.rank == 0 else (lambda n, e: None))
             ctx.writer.end_epoch(epoch)
             dist.barrier()
+            dist.broadcast_buffers(ctx.model)
             ctx.strategy.end_epoch(epoch, info["train_adv_acc"])
             if ctx.rank == 0:
                 clean_acc, pgd_acc = heldout_accuracy(ctx)
@@ -384,26 +398,28 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
             dist.barrier()
             write_status(ctx, "running", epoch + 1, message=f"epoch {epoch} done", fsync=True)
         ctx.writer.close()
+        dist.dump_final_weights(ctx.model, ctx.rank)
         if cfg.eval_at_end and ctx.rank == 0:
             write_status(ctx, "running", cfg.epochs, message="evaluating")
             from trainer import evaluate
-            evaluate.evaluate_run(run_dir, device=str(ctx.device), n=cfg.eval_n, progress=progress is not None)
+            evaluate.evaluate_run(run_dir, device=str(ctx.device), n=cfg.eval_n, progress=show_progress)
         write_status(ctx, "finished", cfg.epochs, message="finished", fsync=True)
         _event(ctx, "finish", "")
         return "finished"
     except StopRequested:
         ctx.writer.close()
-        write_status(ctx, "stopped", ctx.start_epoch, message="stopped by user; resume with --resume", fsync=True)
+        write_status(ctx, "stopped", ctx.epoch, message="stopped by user; resume with --resume", fsync=True)
         _event(ctx, "stop", "stopped by user")
         return "stopped"
     except BaseException as e:
         msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         try:
-            write_status(ctx, "failed", ctx.start_epoch, message=msg, fsync=True)
+            write_status(ctx, "failed", ctx.epoch, message=msg, fsync=True)
         except OSError:
             pass
         raise
     finally:
+        _restore_signal_handlers(previous_handlers)
         dist.cleanup()
 
 
@@ -412,11 +428,23 @@ def _event(ctx: Context, kind: str, detail: str) -> None:
         ctx.writer.event(kind, detail)
 
 
-def _install_signal_handlers(ctx: Context) -> None:
+def _install_signal_handlers(ctx: Context) -> dict:
+    """SIGTERM/SIGINT finish the current batch and stop cleanly; returns the handlers they replace."""
     def handler(signum, frame):
         ctx.stop_signal = True
+    previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, handler)
         except ValueError:  # not the main thread (tests calling train in a thread)
+            pass
+    return previous
+
+
+def _restore_signal_handlers(previous: dict) -> None:
+    """An in-process caller (a test, a notebook) gets its own handlers back when training ends."""
+    for sig, h in previous.items():
+        try:
+            signal.signal(sig, h)
+        except ValueError:
             pass

@@ -16,11 +16,12 @@ import typing
 from datetime import datetime, timezone
 from pathlib import Path
 
+from store import control as store_control
 from store import runs
 from store.writer import WriterError
-from trainer.config import PRESETS, ConfigError, RunConfig, from_preset
+from trainer.config import HELP, PRESETS, ConfigError, RunConfig, from_preset
 
-EXIT_BAD_INPUT, EXIT_IO = 2, 3
+from trainer.cli import EXIT_BAD_INPUT, EXIT_IO, OneLineParser
 
 
 def _parse_value(kind, text: str):
@@ -55,14 +56,10 @@ def _flag_type(kind, name):
     return parse
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, as for every other bad input
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m trainer.run", description="FOSC-instrumented adversarial training.")
+    p = OneLineParser(prog="python -m trainer.run", description="FOSC-instrumented adversarial training.")
     p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's settings (or 'quick' for a CPU demo)")
     p.add_argument("--name", help="run name (default: strategy-dataset-time)")
     p.add_argument("--runs-dir", default=None, help=f"runs folder (default: ${runs.RUNS_DIR_ENV} or ./runs)")
@@ -72,13 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        if kind is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        elif kind == (bool | None):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        hint = HELP.get(f.name)
+        if kind is bool or kind == (bool | None):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=hint)
         else:
             p.add_argument(flag, dest=f.name, type=_flag_type(kind, flag[2:]), default=None,
-                           metavar=f.name.upper())
+                           metavar=f.name.upper(), help=hint)
     return p
 
 
@@ -120,36 +116,55 @@ def _new_run(ns, cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
 
 
 def _resume_run(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
+    from trainer import checkpoint
+
     rd = runs.run_dir(runs_dir, ns.resume)
     if not (rd / runs.CONFIG).is_file():
         raise runs.StoreError(f"no run {ns.resume!r} in {runs_dir}")
-    cfg = RunConfig.from_dict(runs.read_json(rd / runs.CONFIG))
+    cfg = _saved_config(rd)
     changes = {k: getattr(ns, k) for k in ("epochs", "device") if getattr(ns, k) is not None}
     others = [f.name for f in dataclasses.fields(RunConfig)
               if getattr(ns, f.name) is not None and f.name not in changes]
     if others or ns.preset:
         raise ConfigError(f"--resume keeps the run's saved config; only --epochs and --device may change (got --{others[0].replace('_', '-') if others else 'preset'})")
-    if changes:
-        cfg = cfg.replace(**changes).validate()
-        runs.write_json(rd / runs.CONFIG, cfg.to_dict())
     if runs.effective_state(rd) == "running":
         raise runs.StoreError(f"run {ns.resume!r} is still running (pid {runs.read_status(rd).get('pid')})")
+    if changes:
+        cfg = cfg.replace(**changes).validate()
+    # Every check before the first write: bad input leaves the run as it was.
+    if checkpoint.path(rd).exists():
+        checkpoint.load(checkpoint.path(rd))  # a corrupt checkpoint is a one-line error here, not a crash later
+    if changes:
+        runs.write_json(rd / runs.CONFIG, cfg.to_dict())
+    if store_control.read(rd).get("stop"):
+        store_control.write(rd, stop=False)  # the stop that ended the run must not end its resumption
     return rd, ns.resume, cfg
+
+
+def _saved_config(rd: Path) -> RunConfig:
+    try:
+        return RunConfig.from_dict(runs.read_json(rd / runs.CONFIG)).validate()
+    except TypeError as e:  # a field of the wrong type or shape
+        raise ConfigError(f"{rd / runs.CONFIG} is not a valid run config ({e})") from None
+
+
+def _prepare(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
+    if ns.resume:
+        return _resume_run(ns, runs_dir)
+    cfg = config_from_args(ns)
+    return (*_new_run(ns, cfg, runs_dir), cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    from trainer import dist
     from trainer.checkpoint import CheckpointError
     from trainer.data import DataError
 
     try:
         runs_dir = Path(ns.runs_dir) if ns.runs_dir else runs.default_runs_dir()
-        if ns.resume:
-            rd, name, cfg = _resume_run(ns, runs_dir)
-        else:
-            cfg = config_from_args(ns)
-            rd, name = _new_run(ns, cfg, runs_dir)
-    except (ConfigError, DataError, runs.StoreError) as e:
+        rd, name, cfg = dist.from_rank0(lambda: _prepare(ns, runs_dir))  # under torchrun: once, on rank 0
+    except (ConfigError, DataError, runs.StoreError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:

@@ -44,12 +44,7 @@ class Strategy:
     def train_loss(self, model, x0, x_adv, y, epoch: int, attack_target=None):
         """(per-example training loss (B,), logits on the trained-on input). Model is in train mode."""
         logits = model(x_adv)
-        ce = losses.cross_entropy(logits, y)
-        if self.cfg.official_code_compat and epoch >= 1:
-            # The authors' code weights each example by its own adversarial cross-entropy.
-            w = ce.detach() / ce.detach().mean().clamp_min(1e-12)
-            return w * ce, logits
-        return ce, logits
+        return losses.cross_entropy(logits, y), logits
 
     def end_epoch(self, epoch: int, train_adv_acc: float) -> None:
         pass
@@ -101,6 +96,13 @@ class Dynamic(Strategy):
     def plan(self, epoch):
         return EpochPlan("pgd", self.cfg.steps, c_t=self.c_t(epoch))
 
+    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+        if self.cfg.official_code_compat and epoch >= 1:
+            w = official_loss_weight(model, x_adv, y)  # before the train-mode forward moves BN statistics
+            ce_vec, logits = super().train_loss(model, x0, x_adv, y, epoch)
+            return w * ce_vec, logits
+        return super().train_loss(model, x0, x_adv, y, epoch)
+
     def stop_rule(self, plan, batch_size, device):
         threshold = plan.c_t
 
@@ -112,9 +114,23 @@ class Dynamic(Strategy):
         return rule
 
 
+def official_loss_weight(model, x_adv, y) -> torch.Tensor:
+    """The authors' per-example loss weight (train_models.py: ``loss_weight`` from ``model.predict``):
+    the example's own adversarial cross-entropy under the inference-mode model, not normalised, as
+    a constant. Keras' ``train_on_batch(sample_weight=w)`` then minimises mean(w * CE)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        w = losses.cross_entropy(model(x_adv), y)
+    model.train(was_training)
+    return w.detach()
+
+
 class Curriculum(Strategy):
-    """Cai et al. 2018: PGD-k with k growing from 0 to K, advancing when training robust accuracy
-    stops improving for ``curriculum_patience`` epochs (or on a fixed schedule reaching K at T')."""
+    """Cai et al. 2018: PGD-k with k growing from 0 (clean examples) to K. In 'plateau' mode k
+    advances when the training accuracy on the epoch's examples has not improved for
+    ``curriculum_patience`` epochs; in 'fixed' mode each k = 0..K gets T'/(K+1) epochs, so k = K
+    from epoch T'*K/(K+1) on."""
     name = "curriculum"
 
     def __init__(self, cfg):

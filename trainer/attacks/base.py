@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from trainer import fosc as fosc_mod
+from trainer.attacks import losses
 
 # stop_rule(k, fosc, logits, target, rows) -> bool tensor over ``rows``: True retires the example.
 StopRule = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -64,7 +65,7 @@ class Attack:
         """What the objective compares logits with (labels; TRADES: clean probabilities)."""
         return y
 
-    def start(self, x0: torch.Tensor) -> torch.Tensor:
+    def start(self, x0: torch.Tensor, clip: bool = True) -> torch.Tensor:
         if not self.random_start:
             return x0.clone()
         if self.norm == "linf":
@@ -73,7 +74,7 @@ class Attack:
             noise = torch.randn_like(x0)
             noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x0.dim() - 1))
             noise = noise * self.eps * torch.rand(x0.shape[0], *[1] * (x0.dim() - 1), device=x0.device, dtype=x0.dtype)
-        return (x0 + noise).clamp(0, 1)
+        return (x0 + noise).clamp(0, 1) if clip else x0 + noise
 
     # ---- the engine ---------------------------------------------------------------------------
     def grad(self, model, x: torch.Tensor, target: torch.Tensor):
@@ -83,9 +84,10 @@ class Attack:
         with torch.enable_grad():
             with ctx:
                 logits = model(x)
-            loss = self.objective(logits.float(), target)
+            loss = self.objective(logits, target)  # float32, or float64 for a float64 model
             (g,) = torch.autograd.grad(loss.sum(), x)
-        return g.float(), loss.detach(), logits.detach().float()
+        # g keeps x's precision for the step; FOSC casts it to float32 itself.
+        return g, loss.detach().float(), losses.at_least_fp32(logits.detach())
 
     def project(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
@@ -112,12 +114,13 @@ class Attack:
                  stop_rule: Optional[StopRule] = None, record: Optional[torch.Tensor] = None,
                  compact: bool = False, exact_final: bool = True, center_on_start: bool = False) -> AttackResult:
         """Attack ``x0`` (never modified). ``record``: positions in the batch whose per-step FOSC and
-        loss are returned. ``center_on_start``: FOSC around the random start, as the authors' code."""
+        loss are returned. ``center_on_start``: as the authors' code, the random start is not clipped
+        to [0,1] and FOSC is centred on it (the first step's projection clips)."""
         x0 = x0.detach()
         B, dev = x0.shape[0], x0.device
         with input_grad_only(model):
             target = self.target(model, x0, y)
-            x = self.start(x0)
+            x = self.start(x0, clip=not center_on_start)
             center = x.clone() if center_on_start else x0
             steps = torch.zeros(B, dtype=torch.int32, device=dev)
             out_fosc = torch.full((B,), float("nan"), device=dev)
@@ -181,7 +184,9 @@ class _Trajectory:
         full_c = torch.full((self.batch,), float("nan"), device=self.device)
         full_l = torch.full((self.batch,), float("nan"), device=self.device)
         full_a = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
-        full_c[rows], full_l[rows], full_a[rows] = c, loss, act
+        # A retired example has no new FOSC: NaN whether its row was computed (mask) or not (compact).
+        nan = float("nan")
+        full_c[rows], full_l[rows], full_a[rows] = torch.where(act, c, nan), torch.where(act, loss, nan), act
         self.steps.append(k)
         self.fosc.append(full_c[self.record])
         self.loss.append(full_l[self.record])

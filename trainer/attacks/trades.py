@@ -10,12 +10,13 @@ class TradesKL(Attack):
 
     def target(self, model, x0, y):
         with torch.no_grad():
-            return torch.softmax(model(x0).float(), dim=1)
+            return torch.softmax(losses.at_least_fp32(model(x0)), dim=1)
 
-    def start(self, x0):
+    def start(self, x0, clip=True):
         if not self.random_start:
             return x0.clone()
-        return (x0 + 0.001 * torch.randn_like(x0)).clamp(0, 1)
+        x = x0 + 0.001 * torch.randn_like(x0)
+        return x.clamp(0, 1) if clip else x
 
     def objective(self, logits, target):
         return losses.kl_to_clean(logits, target)

@@ -1,0 +1,272 @@
+"""Strategies: what each asks of the attack and the loss, checked unit by unit and in tiny real runs."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import store
+from store.schedule import c_t as schedule_c_t
+from trainer import checkpoint, data, run
+from trainer.attacks import FGSM, PGD
+from trainer.config import PRESETS, ConfigError, RunConfig, from_preset
+from trainer.loop import build_attack
+from trainer.models import build_model
+from trainer.strategies import Curriculum, Dynamic, Fat, FgsmPgd, build_strategy
+
+# Tiny real runs: 48 offline MNIST digits in 3 batches of 16, PGD-2, no end-of-run evaluation.
+N_TRAIN, BATCH, HELDOUT = 48, 16, 16
+
+
+def tiny(runs_dir: Path, name: str, strategy: str, epochs: int = 1, *extra: str) -> Path:
+    argv = ["--preset", "quick", "--strategy", strategy, "--name", name, "--runs-dir", str(runs_dir),
+            "--epochs", str(epochs), "--n-train", str(N_TRAIN), "--batch-size", str(BATCH), "--heldout", str(HELDOUT),
+            "--heldout-pgd-steps", "1", "--steps", "2", "--trajectory-examples", "4", "--no-eval-at-end", "--quiet",
+            *extra]
+    assert run.main(argv) == 0
+    return runs_dir / name
+
+
+def examples(runs_dir: Path, name: str):
+    with store.open(runs_dir) as con:
+        return con.query_df("SELECT epoch, batch, idx, fosc, loss, steps, correct, c_t FROM examples "
+                            "WHERE run = ? ORDER BY epoch, idx", [name])
+
+
+def final_weights(run_dir: Path) -> dict:
+    return checkpoint.load(checkpoint.path(run_dir))["model"]
+
+
+def initial_cnn4(seed: int = 0) -> nn.Module:
+    """The run's initial model: setup() seeds torch with cfg.seed right before building it."""
+    torch.manual_seed(seed)
+    return build_model("cnn4", 1, 10, 28).eval()
+
+
+def per_example_grad(model, x, y):
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), y, reduction="sum"), x)
+    return g
+
+
+def train_data():
+    ds, _ = data.load_dataset("mnist-demo", None, torch.device("cpu"), heldout=HELDOUT, n_train=N_TRAIN)
+    return ds
+
+
+# ---- schedules and plans ------------------------------------------------------------------------
+def test_dynamic_c_t_schedule():
+    strat = Dynamic(RunConfig(strategy="dynamic", c_max=0.5, t_prime=40.0))
+    got = [strat.plan(e).c_t for e in (0, 10, 20, 39, 40, 45)]
+    assert got == pytest.approx([0.5, 0.375, 0.25, 0.0125, 0.0, 0.0])
+    assert all(strat.plan(e).steps == 10 and strat.plan(e).attack == "pgd" for e in (0, 45))
+    assert schedule_c_t(10, 0.5, 40.0) == pytest.approx(0.375)
+    strat.state.update(c_max=0.2, t_prime=2.0)  # what the control file changes
+    assert strat.plan(1).c_t == pytest.approx(0.1)
+
+
+def test_curriculum_k_grows_on_plateau_up_to_K():
+    cur = Curriculum(RunConfig(strategy="curriculum", steps=2, curriculum_patience=2))
+    assert cur.plan(0).attack is None and cur.plan(0).steps == 0  # k = 0: clean examples
+    ks = []
+    for epoch, acc in enumerate([0.5, 0.6, 0.6, 0.59, 0.3, 0.4, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5]):
+        cur.end_epoch(epoch, acc)
+        ks.append(cur.k(epoch + 1))
+    # improves (0.5, 0.6), then 2 epochs without improvement -> k = 1; again -> k = 2 = K, then it stays.
+    assert ks == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+    assert cur.plan(99).attack == "pgd" and cur.plan(99).steps == 2
+    restored = Curriculum(cur.cfg)
+    restored.load_state_dict(cur.state_dict())
+    assert restored.k(0) == 2
+
+
+def test_curriculum_fixed_schedule():
+    cur = Curriculum(RunConfig(strategy="curriculum", steps=3, t_prime=8.0, curriculum_mode="fixed"))
+    assert [cur.k(e) for e in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 3, 3]  # T'/(K+1) = 2 epochs per k
+    cur.end_epoch(0, 0.0)
+    assert cur.k(0) == 0
+
+
+def test_fgsm_pgd_switches_at_fgsm_epochs():
+    cfg = RunConfig(strategy="fgsm-pgd", fgsm_epochs=3, steps=7)
+    strat = FgsmPgd(cfg)
+    plans = [(strat.plan(e).attack, strat.plan(e).steps) for e in range(5)]
+    assert plans == [("fgsm", 1)] * 3 + [("pgd", 7)] * 2
+    fgsm = build_attack("fgsm", cfg, 1)
+    assert isinstance(fgsm, FGSM) and fgsm.alpha == cfg.eps and fgsm.steps == 1 and not fgsm.random_start
+    pgd = build_attack("pgd", cfg, 7)
+    assert isinstance(pgd, PGD) and pgd.alpha == pytest.approx(cfg.eps / 4) and pgd.random_start
+
+
+def test_fat_tau_by_epoch_and_stop_rule_counts_steps_after_first_misclassification():
+    fat = Fat(RunConfig(strategy="fat", fat_tau_epochs=(2, 4)))
+    assert [fat.tau(e) for e in range(6)] == [0, 0, 1, 1, 2, 2]
+    # Three examples, tau = 1. Predictions per iterate k (True = misclassified):
+    wrong = torch.tensor([[1, 1, 1, 1],    # wrong from x_0: one more step, stops at k = 1
+                          [0, 0, 1, 1],    # first wrong at k = 2: one more step, stops at k = 3
+                          [0, 0, 0, 0]]).bool()  # never wrong: never stops
+    rule = fat.stop_rule(fat.plan(2), 3, torch.device("cpu"))
+    y = torch.zeros(3, dtype=torch.long)
+    stops = []
+    for k in range(4):
+        logits = torch.zeros(3, 10)
+        logits[:, 0] = 1.0
+        logits[wrong[:, k], 0], logits[wrong[:, k], 1] = 0.0, 1.0
+        stops.append(rule(k, torch.ones(3), logits, y, torch.arange(3)).tolist())
+    assert [s.index(True) if True in s else None for s in zip(*stops)] == [1, 3, None]
+
+
+def test_fat_in_the_engine_gives_tau_steps_after_the_first_misclassified_iterate():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(64, 1, 8, 8, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        y = net(x).argmax(1)  # all correct at x_0
+    eps, K = 0.3, 6
+    # The unstopped PGD path: which iterates x_0..x_K are misclassified.
+    with torch.no_grad():
+        wrong = torch.stack([net(PGD(eps, eps / 4, k, random_start=False)(net, x, y).x_adv).argmax(1) != y
+                             if k else torch.zeros(64, dtype=torch.bool) for k in range(K + 1)], 1)
+    first = torch.where(wrong.any(1), wrong.float().argmax(1), torch.full((64,), K + 1))
+    stays_wrong = torch.tensor([bool(wrong[i, first[i]:].all()) for i in range(64)])
+    for tau in (0, 1, 2):
+        fat = Fat(RunConfig(strategy="fat", fat_tau_epochs=(1, 2), steps=K))
+        res = PGD(eps, eps / 4, K, random_start=False)(net, x, y, stop_rule=fat.stop_rule(fat.plan(tau), 64, "cpu"),
+                                                       compact=True)
+        expect = torch.clamp(first + tau, max=K)
+        sel = stays_wrong | (first > K)
+        assert sel.sum() > 32 and ((first <= K) & sel).sum() > 8
+        assert torch.equal(res.steps[sel].long(), expect[sel])
+
+
+def test_trades_inner_max_and_loss():
+    cfg = RunConfig(strategy="trades", eps=0.3, steps=3)
+    strat = build_strategy(cfg)
+    assert strat.plan(0).attack == "trades"
+    model = initial_cnn4()
+    ds = train_data()
+    x, y = ds.x_train[:8], ds.y_train[:8]
+    res = build_attack("trades", cfg, 3)(model, x, y)
+    with torch.no_grad():
+        p_clean = torch.softmax(model(x), 1)
+        kl = (p_clean * (p_clean.log() - torch.log_softmax(model(res.x_adv), 1))).sum(1)
+    torch.testing.assert_close(res.loss, kl, rtol=1e-4, atol=1e-6)  # the attack maximised KL(p(x0) || p(x))
+    assert (kl > 1e-6).all()
+    model.train()
+    loss, _ = strat.train_loss(model, x, res.x_adv, y, 0)
+    ce = nn.functional.cross_entropy(model(x), y, reduction="none")
+    kl_train = nn.functional.kl_div(torch.log_softmax(model(res.x_adv), 1), torch.softmax(model(x), 1),
+                                    reduction="none").sum(1)
+    torch.testing.assert_close(loss, ce + 6.0 * kl_train)
+
+
+def test_official_code_compat_weights_the_loss_from_epoch_1_and_needs_dynamic():
+    ds = train_data()
+    x, y = ds.x_train[:8], ds.y_train[:8]
+    x_adv = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    compat = Dynamic(RunConfig(strategy="dynamic", official_code_compat=True))
+    paper = Dynamic(RunConfig(strategy="dynamic"))
+    fresh = initial_cnn4  # each call on a fresh model: a train-mode forward moves BN's running statistics
+    ce = nn.functional.cross_entropy(fresh().train()(x_adv), y, reduction="none")
+    with torch.no_grad():  # Keras' model.predict: inference mode, before the update
+        w = nn.functional.cross_entropy(fresh()(x_adv), y, reduction="none")
+    torch.testing.assert_close(paper.train_loss(fresh().train(), x, x_adv, y, 1)[0], ce)
+    torch.testing.assert_close(compat.train_loss(fresh().train(), x, x_adv, y, 0)[0], ce)  # epoch 0: unweighted
+    model = fresh().train()
+    weighted = compat.train_loss(model, x, x_adv, y, 1)[0]
+    torch.testing.assert_close(weighted, w * ce)  # weight = own adversarial CE, not normalised
+    assert model.training and not torch.allclose(weighted, ce)
+    with pytest.raises(ConfigError, match="dynamic"):
+        RunConfig(strategy="standard", official_code_compat=True).validate()
+
+
+def test_presets_match_section_5_1():
+    mnist, cifar = from_preset("paper-mnist"), from_preset("paper-cifar10")
+    for cfg in (mnist, cifar):
+        assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.lr_gamma) == (0.01, 0.9, 1e-4, 0.1)
+        assert (cfg.steps, cfg.random_start, cfg.c_max, cfg.norm) == (10, True, 0.5, "linf")
+        assert cfg.step_size == pytest.approx(cfg.eps / 4)
+    assert (mnist.dataset, mnist.model, mnist.eps, mnist.epochs, mnist.milestones, mnist.t_prime) == \
+        ("mnist", "cnn4", 0.3, 50, (20, 40), 40.0)
+    assert (cifar.dataset, cifar.model, cifar.eps, cifar.epochs, cifar.milestones, cifar.t_prime) == \
+        ("cifar10", "cnn8", 8 / 255, 120, (60, 100), 100.0)
+    assert cifar.fgsm_epochs == 20  # §3.2: "replace the first 20 epochs of PGD ... with FGSM"
+    fat = Fat(cifar)  # the FAT code's CIFAR-10 schedule: tau 0 for epochs <= 50, 1 for <= 90, then 2
+    assert [fat.tau(e) for e in (50, 51, 90, 91)] == [0, 1, 1, 2]
+    assert from_preset("paper-mnist", eps=0.1, t_prime=30.0).eps == 0.1  # every value overridable
+    assert set(PRESETS) == {"paper-mnist", "paper-cifar10", "quick"}
+
+
+# ---- tiny real runs -----------------------------------------------------------------------------
+def test_dynamic_with_c_max_zero_trains_exactly_like_standard(tmp_path):
+    tiny(tmp_path, "dyn0", "dynamic", 2, "--c-max", "0")
+    tiny(tmp_path, "std", "standard", 2)
+    a, b = final_weights(tmp_path / "dyn0"), final_weights(tmp_path / "std")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ea, eb = examples(tmp_path, "dyn0"), examples(tmp_path, "std")
+    cols = ["epoch", "batch", "idx", "fosc", "loss", "steps", "correct"]
+    assert len(ea) == 2 * N_TRAIN and ea[cols].equals(eb[cols])
+    assert (ea["c_t"] == 0).all() and eb["c_t"].isna().all()
+
+
+def test_unsecured_logs_the_fosc_of_the_clean_example(tmp_path):
+    tiny(tmp_path, "clean", "unsecured", 1, "--n-train", str(BATCH))  # one batch: the initial model
+    rows = examples(tmp_path, "clean")
+    assert len(rows) == BATCH and (rows["steps"] == 0).all() and rows["c_t"].isna().all()
+    ds, _ = data.load_dataset("mnist-demo", None, torch.device("cpu"), heldout=HELDOUT, n_train=BATCH)
+    pos = {int(i): p for p, i in enumerate(ds.train_ids)}
+    ids = torch.tensor([pos[int(i)] for i in rows["idx"]])
+    g = per_example_grad(initial_cnn4(), ds.x_train[ids], ds.y_train[ids])
+    expect = 0.3 * g.abs().flatten(1).sum(1)  # eps * ||g||_1: FOSC at x_k = x_0
+    torch.testing.assert_close(torch.tensor(rows["fosc"].to_numpy()), expect, rtol=1e-4, atol=1e-6)
+
+
+def test_c_max_auto_is_the_mean_fgsm_fosc_and_is_logged(tmp_path):
+    tiny(tmp_path, "auto", "dynamic", 1, "--c-max", "auto", "--c-max-batches", "2")
+    with store.open(tmp_path) as con:
+        ev = con.query_df("SELECT detail FROM events WHERE run = 'auto' AND kind = 'c_max_auto'")
+        ep = con.query_df("SELECT c_max, c_t FROM epochs WHERE run = 'auto'")
+    assert len(ev) == 1
+    logged = float(ev["detail"][0])
+    # Independently: FGSM from x_0 on the first 2 batches of epoch 0, FOSC at x_1 with the initial model.
+    ds = train_data()
+    ids = data.epoch_order(N_TRAIN, 0, 0, "cpu")[:2 * BATCH]
+    model, eps = initial_cnn4(), 0.3
+    x0, y = ds.x_train[ids], ds.y_train[ids]
+    x1 = (x0 + eps * per_example_grad(model, x0, y).sign()).clamp(0, 1)
+    g1 = per_example_grad(model, x1, y)
+    fosc = eps * g1.abs().flatten(1).sum(1) - ((x1 - x0) * g1).flatten(1).sum(1)
+    assert logged == pytest.approx(float(fosc.mean()), rel=1e-4)
+    assert ep["c_max"][0] == pytest.approx(logged, rel=1e-5) and ep["c_t"][0] == pytest.approx(logged, rel=1e-5)
+
+
+def test_official_code_compat_run_differs_from_the_paper_run(tmp_path):
+    tiny(tmp_path, "paper", "dynamic", 2)
+    tiny(tmp_path, "compat", "dynamic", 2, "--official-code-compat")
+    a, b = final_weights(tmp_path / "paper"), final_weights(tmp_path / "compat")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    ea, eb = examples(tmp_path, "paper"), examples(tmp_path, "compat")
+    assert not ea["fosc"].equals(eb["fosc"])
+    assert (ea["fosc"] >= -1e-5).all()  # centred on x_0, FOSC >= 0; centred on the start it need not be
+
+
+@pytest.mark.parametrize("strategy, epochs, extra", [
+    ("trades", 1, ()), ("fat", 1, ()), ("fgsm-pgd", 1, ("--fgsm-epochs", "0")),
+    ("curriculum", 2, ("--curriculum-mode", "fixed", "--t-prime", "1")),  # k = 0 (clean), then k = K
+    ("dynamic", 1, ("--norm", "l2", "--eps", "1.5")),
+], ids=["trades", "fat", "fgsm-pgd", "curriculum", "dynamic-l2"])
+def test_every_strategy_runs_and_logs_fosc(tmp_path, strategy, epochs, extra):
+    tiny(tmp_path, "r", strategy, epochs, *extra)
+    rows = examples(tmp_path, "r")
+    assert len(rows) == epochs * N_TRAIN and not rows[["epoch", "idx"]].duplicated().any()
+    assert rows["fosc"].notna().all() and (rows["fosc"] >= -1e-4).all() and rows["loss"].map(math.isfinite).all()
+    assert ((rows["steps"] >= 0) & (rows["steps"] <= 2)).all()
+    last = rows[rows["epoch"] == epochs - 1]
+    if strategy in ("trades", "curriculum", "fgsm-pgd"):
+        assert (last["steps"] == 2).all()
+    if strategy == "curriculum":
+        assert (rows[rows["epoch"] == 0]["steps"] == 0).all()
