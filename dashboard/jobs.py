@@ -1,0 +1,365 @@
+"""Launch, stop and steer training runs from the dashboard.
+
+A run is started as ``python -m trainer.run --name N --runs-dir D ...``: an argv list (never a
+shell), every value validated here first, in its own session and process group, its output going
+to a log file (never a pipe, which would block the trainer once full). The trainer refuses to start
+in an existing run folder, so the job record and the log start outside it, in ``D/.jobs/N.json``
+and ``D/.logs/N.log`` (names starting with '.' are never runs); once the trainer has created the
+folder, ``adopt`` moves both in, as ``job.json`` and ``train.log``. A restarted dashboard finds its
+jobs in those files. Stopping signals the whole process group (SIGTERM, then SIGKILL) and checks
+that no process of it is left. c_max, T' and lr of a live run change through its control file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from store import control, runs
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+JOBS_DIR, LOGS_DIR = ".jobs", ".logs"
+
+# The trainer's choices (trainer.config; the dashboard may not import the trainer, and a test keeps
+# these equal to the trainer's).
+STRATEGIES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm-pgd", "fat", "trades")
+PRESETS = ("quick", "paper-mnist", "paper-cifar10")
+DATASETS = ("mnist-demo", "mnist", "cifar10")
+MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
+DEVICES = ("auto", "cpu", "cuda")
+
+_SAFE_PATH = re.compile(r"^[\w./~+@:, -]+$")  # no quotes, $, ;, |, &, <, >, backticks or newlines
+
+
+class JobError(ValueError):
+    """A refused launch, stop or adjustment; str(e) is one line for the user."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What the form asks for. ``None`` leaves a value to the preset (or the trainer's default)."""
+    name: str
+    strategy: str = "dynamic"
+    preset: str | None = "quick"
+    dataset: str | None = None
+    model: str | None = None
+    eps: float | None = None
+    steps: int | None = None        # K
+    alpha: float | None = None
+    c_max: float | None = None
+    t_prime: float | None = None    # T'
+    epochs: int | None = None
+    lr: float | None = None
+    data_root: str | None = None
+    n_train: int | None = None
+    batch_size: int | None = None
+    heldout: int | None = None
+    eval_n: int | None = None
+    device: str | None = None
+    eval_at_end: bool | None = None  # None: the trainer's default (evaluate the robustness table)
+
+
+# field -> (type, lowest allowed, lowest excluded?, highest allowed)
+NUMBERS = {
+    "eps": (float, 0.0, True, 1.0), "alpha": (float, 0.0, True, 1.0), "steps": (int, 1, False, 10_000),
+    "c_max": (float, 0.0, False, 1e6), "t_prime": (float, 0.0, True, 1e6), "epochs": (int, 1, False, 100_000),
+    "lr": (float, 0.0, True, 10.0), "n_train": (int, 1, False, 10**9), "batch_size": (int, 1, False, 1 << 20),
+    "heldout": (int, 0, False, 10**7), "eval_n": (int, 1, False, 10**9),
+}
+CHOICES = {"strategy": STRATEGIES, "preset": PRESETS, "dataset": DATASETS, "model": MODELS, "device": DEVICES}
+
+
+def parse_number(field: str, value) -> float | int:
+    """A form value (number or text) as the field's type within its bounds, else JobError."""
+    kind, lo, lo_open, hi = NUMBERS[field]
+    label = field.replace("_", "-")
+    if isinstance(value, bool):
+        raise JobError(f"{label} must be a number, got {value!r}")
+    try:
+        num = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise JobError(f"{label} must be a number, got {value!r}") from None
+    if not math.isfinite(num):
+        raise JobError(f"{label} must be finite, got {value!r}")
+    if kind is int:
+        if num != int(num):
+            raise JobError(f"{label} must be a whole number, got {value!r}")
+        num = int(num)
+    if num < lo or (lo_open and num == lo) or num > hi:
+        raise JobError(f"{label} must be {'>' if lo_open else '>='} {lo} and <= {hi}, got {value!r}")
+    return num
+
+
+def _check_path(value: str) -> str:
+    text = str(value).strip()
+    if not _SAFE_PATH.match(text):
+        raise JobError(f"data root {value!r} has characters a path here should not have")
+    path = Path(text).expanduser().resolve()
+    if not path.exists():
+        raise JobError(f"data root {str(path)!r} does not exist")
+    return str(path)
+
+
+def build_argv(runs_dir: str | Path, spec: LaunchSpec) -> list[str]:
+    """The trainer's argv for ``spec``, every value checked; JobError (one line) on the first bad one."""
+    try:
+        name = runs.validate_run_name(spec.name)
+    except runs.StoreError as e:
+        raise JobError(str(e)) from None
+    argv = [sys.executable, "-m", "trainer.run", f"--name={name}", f"--runs-dir={Path(runs_dir).resolve()}",
+            "--quiet"]  # a log file wants lines, not a progress bar
+    for f in fields(LaunchSpec):
+        value = getattr(spec, f.name)
+        if f.name == "name" or value is None or value == "":
+            continue
+        if f.name == "eval_at_end":
+            if not isinstance(value, bool):
+                raise JobError(f"eval-at-end must be true or false, got {value!r}")
+            argv.append("--eval-at-end" if value else "--no-eval-at-end")
+            continue
+        if f.name in CHOICES:
+            if value not in CHOICES[f.name]:
+                raise JobError(f"unknown {f.name} {value!r}; choose one of: {', '.join(CHOICES[f.name])}")
+        elif f.name in NUMBERS:
+            value = parse_number(f.name, value)
+        elif f.name == "data_root":
+            value = _check_path(value)
+        argv.append(f"--{f.name.replace('_', '-')}={value}")  # '=' keeps a value from reading as a flag
+    return argv
+
+
+# ---- job records --------------------------------------------------------------------------------
+
+def _pending_path(runs_dir: Path, name: str) -> Path:
+    return Path(runs_dir) / JOBS_DIR / f"{name}.json"
+
+
+def job_record(runs_dir: str | Path, name: str) -> dict | None:
+    """The job record of run ``name`` (in its folder once adopted, else pending), or None."""
+    runs_dir = Path(runs_dir)
+    for path in (runs.run_dir(runs_dir, name) / runs.JOB, _pending_path(runs_dir, name)):
+        try:
+            rec = runs.read_json(path)
+        except runs.StoreError:
+            continue
+        if isinstance(rec, dict):
+            return rec
+    return None
+
+
+def adopt(runs_dir: str | Path) -> None:
+    """Move the record and log of each job whose trainer has created its run folder into that folder."""
+    pending = Path(runs_dir) / JOBS_DIR
+    if not pending.is_dir():
+        return
+    for path in sorted(pending.glob("*.json")):
+        name = path.stem
+        try:
+            rec = runs.read_json(path)
+            rd = runs.run_dir(runs_dir, name)
+        except runs.StoreError:
+            continue
+        if not isinstance(rec, dict) or not (rd / runs.CONFIG).is_file():
+            continue
+        log = Path(rec.get("log", ""))
+        if log.is_file() and log.parent.name == LOGS_DIR:
+            # The trainer keeps writing through its open descriptor: a rename moves the file, not the writes.
+            os.replace(log, rd / runs.LOG)
+            rec["log"] = str(rd / runs.LOG)
+        runs.write_json(rd / runs.JOB, rec)
+        path.unlink(missing_ok=True)
+
+
+def pending_jobs(runs_dir: str | Path) -> list[dict]:
+    """Launched jobs whose run folder does not exist (yet): starting up, or refused by the trainer."""
+    adopt(runs_dir)
+    out = []
+    for path in sorted((Path(runs_dir) / JOBS_DIR).glob("*.json")):
+        try:
+            rec = runs.read_json(path)
+        except runs.StoreError:
+            continue
+        if isinstance(rec, dict):
+            rec = dict(rec, alive=group_alive(rec.get("pgid")), log_tail=log_tail(rec.get("log")))
+            out.append(rec)
+    return out
+
+
+def discard_pending(runs_dir: str | Path, name: str) -> None:
+    """Forget a pending job that is no longer alive (its log goes too)."""
+    try:
+        rec = runs.read_json(_pending_path(runs_dir, runs.validate_run_name(name)), default=None)
+    except runs.StoreError as e:
+        raise JobError(str(e)) from None
+    if rec is None:
+        return
+    if group_alive(rec.get("pgid")):
+        raise JobError(f"job {name!r} is still running; stop it first")
+    if rec.get("log"):
+        Path(rec["log"]).unlink(missing_ok=True)
+    _pending_path(runs_dir, name).unlink(missing_ok=True)
+
+
+def log_tail(path: str | None, lines: int = 20) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - 16384, 0))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---- processes ----------------------------------------------------------------------------------
+
+_CHILDREN: dict[int, subprocess.Popen] = {}  # this process's children, reaped so they never linger as zombies
+
+
+def _reap() -> None:
+    for pid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+
+
+def group_alive(pgid: int | None) -> bool:
+    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+    if not pgid:
+        return False
+    _reap()
+    try:
+        os.killpg(int(pgid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields_ = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields_[2]) == int(pgid) and fields_[0] != "Z":
+            return True
+    return False
+
+
+def launch(runs_dir: str | Path, spec: LaunchSpec) -> dict:
+    """Start the trainer for ``spec`` in the background; returns the job record (pid, pgid, argv, log)."""
+    runs_dir = Path(runs_dir).resolve()
+    argv = build_argv(runs_dir, spec)
+    name = spec.name
+    adopt(runs_dir)
+    if runs.run_dir(runs_dir, name).exists():
+        raise JobError(f"run {name!r} already exists in {runs_dir}; choose another name")
+    old = job_record(runs_dir, name)
+    if old and group_alive(old.get("pgid")):
+        raise JobError(f"run {name!r} is already starting (pid {old.get('pid')})")
+    log_path = runs_dir / LOGS_DIR / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=PROJECT_ROOT, env=env, start_new_session=True, close_fds=True)
+    _CHILDREN[proc.pid] = proc
+    rec = {"name": name, "pid": proc.pid, "pgid": os.getpgid(proc.pid), "argv": argv, "log": str(log_path),
+           "spec": {k: v for k, v in asdict(spec).items() if v is not None},
+           "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    runs.write_json(_pending_path(runs_dir, name), rec)
+    return rec
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _is_our_trainer(rec: dict) -> bool:
+    """The recorded pid still runs our trainer (not a new process that reused the number)."""
+    pid = rec.get("pid")
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+    except (OSError, TypeError, ValueError):
+        return group_alive(rec.get("pgid"))  # no /proc: trust the group
+    return b"trainer.run" in cmdline and f"--name={rec.get('name')}".encode() in cmdline
+
+
+def stop(runs_dir: str | Path, name: str, timeout: float = 20.0) -> str:
+    """Stop run ``name``: SIGTERM to its process group (the trainer finishes its batch, saves and marks
+    the run stopped), SIGKILL after ``timeout`` s. Returns how it ended; JobError if it is not ours."""
+    runs_dir = Path(runs_dir)
+    try:
+        runs.validate_run_name(name)
+    except runs.StoreError as e:
+        raise JobError(str(e)) from None
+    adopt(runs_dir)
+    rec = job_record(runs_dir, name)
+    if rec is None or not rec.get("pgid"):
+        raise JobError(f"run {name!r} was not started from the dashboard; stop it where it runs (Ctrl-C), "
+                       "or write {\"stop\": true} into its control.json")
+    pgid = int(rec["pgid"])
+    if not group_alive(pgid):
+        return "not running"
+    if _pid_exists(rec.get("pid")) and not _is_our_trainer(rec):
+        raise JobError(f"pid {rec['pid']} is no longer run {name!r}'s trainer; not signalling it")
+    _signal_group(pgid, signal.SIGTERM)
+    if _wait_gone(pgid, timeout):
+        return "stopped"
+    _signal_group(pgid, signal.SIGKILL)
+    if _wait_gone(pgid, 10.0):
+        return "killed"
+    raise JobError(f"process group {pgid} of run {name!r} is still alive after SIGKILL")
+
+
+def _pid_exists(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def adjust(runs_dir: str | Path, name: str, **values) -> dict:
+    """Write c_max, t_prime and/or lr into a live run's control file (the trainer applies them
+    between batches and logs an event). Returns the file's content."""
+    unknown = sorted(set(values) - {"c_max", "t_prime", "lr"})
+    if unknown:
+        raise JobError(f"cannot adjust {', '.join(unknown)}; only c_max, t_prime and lr")
+    try:
+        rd = runs.run_dir(runs_dir, name)
+    except runs.StoreError as e:
+        raise JobError(str(e)) from None
+    if not (rd / runs.CONFIG).is_file():
+        raise JobError(f"no run {name!r} in {runs_dir}")
+    if runs.effective_state(rd) != "running":
+        raise JobError(f"run {name!r} is not running; adjustments apply to live runs only")
+    clean = {k: v for k, v in values.items() if v is not None and v != ""}
+    if not clean:
+        raise JobError("nothing to adjust: give c_max, T' or lr")
+    return control.write(rd, **{k: parse_number(k, v) for k, v in clean.items()})

@@ -1,0 +1,129 @@
+"""dashboard.jobs: real background training runs launched, adjusted and stopped; bad values refused."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import store
+from dashboard import jobs
+from store import runs
+
+TINY = dict(preset="quick", epochs=1, n_train=256, eval_n=64, heldout=64)
+
+
+def wait_for(pred, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.5)
+    tail = jobs.log_tail(str(log)) if log else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+
+
+def group_members(pgid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def test_the_form_choices_are_the_trainers():
+    from trainer import config
+
+    assert jobs.STRATEGIES == config.STRATEGIES
+    assert set(jobs.PRESETS) == set(config.PRESETS)
+    assert jobs.DATASETS == config.DATASETS and jobs.MODELS == config.MODELS and jobs.DEVICES == config.DEVICES
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(name="../escape"), "invalid run name"),
+    (dict(name="a; rm -rf ~"), "invalid run name"),
+    (dict(name="$(reboot)"), "invalid run name"),
+    (dict(name="ok", eps=-0.1), "eps must be > 0.0"),
+    (dict(name="ok", eps="0.3; ls"), "eps must be a number"),
+    (dict(name="ok", lr=float("nan")), "lr must be finite"),
+    (dict(name="ok", epochs=1.5), "whole number"),
+    (dict(name="ok", steps=0), "steps must be >= 1"),
+    (dict(name="ok", strategy="dynamic && reboot"), "unknown strategy"),
+    (dict(name="ok", data_root="/tmp/x`id`"), "characters"),
+    (dict(name="ok", data_root="/no/such/folder"), "does not exist"),
+])
+def test_bad_values_are_refused_before_anything_runs(tmp_path, bad, message):
+    with pytest.raises(jobs.JobError, match=message.replace("$", r"\$").replace("(", r"\(")) as e:
+        jobs.launch(tmp_path, jobs.LaunchSpec(**bad))
+    assert len(str(e.value).splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no log, no job record, no run folder
+
+
+def test_argv_is_a_list_for_the_trainer_without_a_shell(tmp_path):
+    argv = jobs.build_argv(tmp_path, jobs.LaunchSpec(name="a", eps="0.25", steps=7, data_root=str(tmp_path)))
+    assert argv[:3] == [sys.executable, "-m", "trainer.run"]
+    assert "--no-eval-at-end" in jobs.build_argv(tmp_path, jobs.LaunchSpec(name="a", eval_at_end=False))
+    assert f"--runs-dir={tmp_path.resolve()}" in argv and "--eps=0.25" in argv and "--steps=7" in argv
+    assert f"--data-root={tmp_path.resolve()}" in argv
+
+
+def test_adjust_and_stop_refuse_runs_that_are_not_live_or_not_ours(tiny_runs):
+    with pytest.raises(jobs.JobError, match="not running"):
+        jobs.adjust(tiny_runs, "tiny-dynamic", c_max=0.1)
+    with pytest.raises(jobs.JobError, match="not started from the dashboard"):
+        jobs.stop(tiny_runs, "tiny-dynamic")
+    with pytest.raises(jobs.JobError, match="invalid run name"):
+        jobs.stop(tiny_runs, "../tiny-dynamic")
+    assert not (tiny_runs / "tiny-dynamic" / runs.CONTROL).exists()
+
+
+@pytest.mark.slow
+def test_launch_one_to_the_end_and_adjust_then_stop_another(tmp_path):
+    done = jobs.launch(tmp_path, jobs.LaunchSpec(name="finishes", strategy="dynamic", eval_at_end=False, **TINY))
+    live = jobs.launch(tmp_path, jobs.LaunchSpec(name="stops", strategy="dynamic", eval_at_end=False,
+                                                 **dict(TINY, epochs=200, heldout=0)))
+    for rec in (done, live):
+        assert rec["pgid"] == rec["pid"] != os.getpgid(0)  # its own process group, not ours
+        assert rec["argv"][0] == sys.executable and "trainer.run" in rec["argv"]
+        assert Path(rec["log"]).parent.name == jobs.LOGS_DIR
+    with pytest.raises(jobs.JobError, match="already"):
+        jobs.launch(tmp_path, jobs.LaunchSpec(name="stops", **TINY))
+
+    rd = tmp_path / "stops"
+    wait_for(lambda: runs.read_status(rd).get("state") == "running", 180, "the run to start", Path(live["log"]))
+    jobs.adopt(tmp_path)
+    assert jobs.job_record(tmp_path, "stops")["pid"] == live["pid"]
+    assert (rd / runs.JOB).is_file() and (rd / runs.LOG).is_file()
+    assert not (tmp_path / jobs.JOBS_DIR / "stops.json").exists()
+
+    now = jobs.adjust(tmp_path, "stops", c_max="0.2", lr=0.005)
+    assert now == {"c_max": 0.2, "lr": 0.005} == runs.read_json(rd / runs.CONTROL)
+
+    def applied():
+        with store.open(tmp_path) as con:
+            return set(con.query_df("SELECT kind FROM events WHERE run = 'stops'")["kind"]) >= {"set_c_max", "set_lr"}
+    wait_for(applied, 120, "the trainer to apply the control file", rd / runs.LOG)
+
+    how = jobs.stop(tmp_path, "stops")
+    assert how in ("stopped", "killed")
+    assert group_members(live["pgid"]) == [] and not jobs.group_alive(live["pgid"])
+    assert runs.effective_state(rd) == {"stopped": "stopped", "killed": "failed"}[how]
+
+    fin = tmp_path / "finishes"
+    wait_for(lambda: runs.effective_state(fin) == "finished" if (fin / runs.CONFIG).exists() else False, 240,
+             "the tiny run to finish", Path(done["log"]))
+    jobs.adopt(tmp_path)
+    assert "finished" in jobs.log_tail(str(fin / runs.LOG))
+    with store.open(tmp_path) as con:
+        assert con.query_df("SELECT count(*) n FROM examples WHERE run = 'finishes'")["n"].item() == 256
+    assert jobs.pending_jobs(tmp_path) == []
+    wait_for(lambda: not jobs.group_alive(done["pgid"]), 60, "the finished trainer to exit")
+    assert jobs.stop(tmp_path, "finishes") == "not running"
