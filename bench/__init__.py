@@ -53,6 +53,17 @@ def interleaved(blocks: dict[str, Callable[[], None]], reps: int, device: torch.
     return out
 
 
+def choose_clock(args) -> None:
+    """CPU seconds with one torch thread on the CPU (wall time is useless on a shared 2-core
+    machine), wall seconds on CUDA; prints the machine line every figure is reported with."""
+    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
+    if args.clock == "cpu" and args.device == "cpu" and not args.threads:
+        args.threads = 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"{environment(torch.device(args.device))}; clock: {args.clock} seconds", flush=True)
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

@@ -272,12 +272,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
-    if args.clock == "cpu" and args.device == "cpu" and not args.threads:
-        args.threads = 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"{bench.environment(torch.device(args.device))}; clock: {args.clock} seconds", flush=True)
+    bench.choose_clock(args)
     rows, info = run(args)
     print("\n".join(report(rows, info)))
     if args.write_doc:

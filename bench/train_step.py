@@ -289,13 +289,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
-    if args.clock == "cpu" and args.device == "cpu" and not args.threads:
-        args.threads = 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    bench.choose_clock(args)
     device = torch.device(args.device)
-    print(f"{bench.environment(device)}; clock: {args.clock} seconds", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="fosc-bench-") as tmp:
         for name, batch in args.models:

@@ -24,6 +24,19 @@ def empty_state(runs_dir: Path) -> None:
     )
 
 
+def page_overview(title: str):
+    """A page's title and the runs overview; the empty state (and a stop) when there are no runs."""
+    from dashboard import queries
+
+    rd = runs_dir()
+    st.title(title)
+    overview = queries.load(rd, queries.runs_overview)
+    if overview.empty:
+        empty_state(rd)
+        st.stop()
+    return rd, overview
+
+
 def refresh_picker(key: str, default: str = "5 s") -> float | None:
     """How often the live part of a page reruns (None: never; zoom and selections are kept)."""
     label = st.segmented_control("Auto-refresh", list(REFRESH), default=default, key=key)

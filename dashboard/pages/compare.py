@@ -3,12 +3,7 @@ import streamlit as st
 
 from dashboard import charts, queries, ui
 
-RD = ui.runs_dir()
-st.title("Compare runs")
-overview = queries.load(RD, queries.runs_overview)
-if overview.empty:
-    ui.empty_state(RD)
-    st.stop()
+RD, overview = ui.page_overview("Compare runs")
 
 names = overview["run"].tolist()
 runs = st.multiselect("Runs", names, default=names[:4], key="cmp_runs")

@@ -5,12 +5,7 @@ import streamlit as st
 
 from dashboard import charts, queries, ui
 
-RD = ui.runs_dir()
-st.title("Run")
-overview = queries.load(RD, queries.runs_overview)
-if overview.empty:
-    ui.empty_state(RD)
-    st.stop()
+RD, overview = ui.page_overview("Run")
 
 top = st.columns([3, 3, 2, 2])
 with top[0]:
