@@ -259,7 +259,7 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
     ctx.writer.log("examples", epoch, {
         "batch": torch.full_like(idx, b, dtype=torch.int32), "idx": idx.int(), "fosc": fosc.float(),
         "loss": loss_vec.detach().float(), "steps": steps.short(), "correct": correct,
-        "c_t": torch.full_like(fosc, plan.c_t if not math.isnan(plan.c_t) else float("nan")),
+        "c_t": torch.full_like(fosc, plan.c_t),  # NaN for strategies without a threshold
     })
     if traj is not None:
         k, r = traj["fosc"].shape
