@@ -244,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn_skipped(con) -> None:
+    """Damaged Parquet files are left out of the views; say so, or a count is silently short."""
+    if con.skipped:
+        path, why = next(iter(con.skipped.items()))
+        more = f" (and {len(con.skipped) - 1} more)" if len(con.skipped) > 1 else ""
+        print(f"warning: left out damaged file {path}{more}: {why}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     runs_dir = ns.runs_dir if ns.runs_dir is not None else runs.default_runs_dir()
@@ -253,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with open_store(runs_dir) as con:
             if ns.query is None:
-                return shell(con, ns.format, ns.max_rows, sys.stdin.isatty())
-            return 0 if _run_and_print(con, ns.query, ns.format, ns.max_rows) else 2
+                rc = shell(con, ns.format, ns.max_rows, sys.stdin.isatty())
+            else:
+                rc = 0 if _run_and_print(con, ns.query, ns.format, ns.max_rows) else 2
+            _warn_skipped(con)
+            return rc
     except BrokenPipeError:  # `... | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0

@@ -137,7 +137,7 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def test_parquet_truncated_reader(done):
+def test_parquet_truncated_reader(done, capsys):
     """One damaged file never breaks the views: DuckDB names it, store.open leaves it out and
     lists it in ``skipped`` (whether it fails when the views are built or when a query scans it)."""
     rd = done / "tiny-dynamic"
@@ -155,6 +155,10 @@ def test_parquet_truncated_reader(done):
         assert sorted(con.skipped) == sorted([str(first.resolve()), str(later.resolve())])
         assert all("No magic bytes" in why and "\n" not in why for why in con.skipped.values())
     assert first.stat().st_size and later.stat().st_size  # reported, never deleted
+    capsys.readouterr()
+    assert store_sql.main(["--runs-dir", str(done), "SELECT count(*) FROM examples"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: left out damaged file ") and err.count("\n") == 1, err
 
 
 def test_parquet_truncated_resume(done, capsys):
