@@ -121,17 +121,24 @@ class StoreConnection:
         """New views over the files there now. DuckDB checks every listed file when a view is
         created, so a chunk compacted away since the listing fails it: list again (the new
         listing has the compacted file, which is renamed in before any chunk is deleted)."""
+        self._retrying(self._build_views, races_allowed=4)
+
+    def _retrying(self, action, races_allowed: int, between=None):
+        """``action()``, again after a vanished chunk (up to ``races_allowed`` times) or after
+        leaving out a damaged file DuckDB named; ``between()`` runs before each retry."""
         races = 0
         while True:
             try:
-                return self._build_views()
+                return action()
             except duckdb.IOException:
                 races += 1
-                if races == 5:
+                if races > races_allowed:
                     raise
             except duckdb.InvalidInputException as e:
                 if not self._skip(e):
                     raise
+            if between is not None:
+                between()
 
     def _skip(self, e: duckdb.Error) -> bool:
         """Leave out the damaged Parquet file DuckDB names (e.g. cut short by a bad copy), so one
@@ -157,18 +164,8 @@ class StoreConnection:
         A chunk listed by the snapshot can be compacted away before DuckDB opens it; a fresh
         snapshot then lists the compacted file instead. Two races in a row are rare, three absurd.
         """
-        races = 0
-        while True:
-            try:
-                return self.con.execute(sql, params or []).df()
-            except duckdb.IOException:
-                races += 1
-                if races == 3:
-                    raise
-            except duckdb.InvalidInputException as e:
-                if not self._skip(e):
-                    raise
-            self.refresh()
+        return self._retrying(lambda: self.con.execute(sql, params or []).df(), races_allowed=2,
+                              between=self.refresh)
 
     def __getattr__(self, name):
         return getattr(self.con, name)
