@@ -28,6 +28,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import store  # noqa: E402
+from store import files  # noqa: E402
 from store import runs as store_runs  # noqa: E402
 from store.schema import TABLES  # noqa: E402
 from store.writer import write_parquet_atomic  # noqa: E402
@@ -91,10 +92,11 @@ def generate(root: Path, n_runs: int, n_epochs: int, n_rows: int, seed: int = 0)
         store_runs.write_json(rd / store_runs.STATUS, {"state": "finished", "epoch": n_epochs}, fsync=False)
         for e in range(n_epochs):
             ex = _examples(rng, name, e, n_rows, n_epochs)
-            write_parquet_atomic(ex, store_runs.epoch_dir(rd, "examples", e) / "compact-r0.parquet")
-            write_parquet_atomic(_steps(rng, name, 64), store_runs.epoch_dir(rd, "steps", e) / "compact-r0.parquet")
-            write_parquet_atomic(_epoch_row(name, e, ex), rd / "epochs" / f"part-{e:03d}.parquet")
-        write_parquet_atomic(_evals(name), rd / "evals" / "all.parquet")
+            write_parquet_atomic(ex, store_runs.epoch_dir(rd, "examples", e) / files.compact_name(0), fsync=False)
+            write_parquet_atomic(_steps(rng, name, 64), store_runs.epoch_dir(rd, "steps", e) / files.compact_name(0),
+                                 fsync=False)
+            write_parquet_atomic(_epoch_row(name, e, ex), files.summary_path(rd, e), fsync=False)
+        write_parquet_atomic(_evals(name), files.eval_path(rd, "last", "white-box", "all"), fsync=False)
 
 
 # ---- the plain references: the same numbers from raw rows in pandas ---------------------------------

@@ -9,7 +9,6 @@ call, with the path in the message.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -61,22 +60,11 @@ def to_arrow(table: str, run: str, columns: dict[str, Any], extra: dict[str, Any
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = False, site: str | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=ROW_GROUP_SIZE)
-        if fsync:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        if site:
-            faults.hit(site, path)
-        os.replace(tmp, path)
-        if fsync:  # the rename itself survives a power loss only once the folder is synced
-            runs.fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write_parquet_atomic(table: pa.Table, path: Path, fsync: bool = True, site: str | None = None) -> None:
+    """``table`` as a Parquet file at ``path``, atomically and (by default) fsynced: a power loss
+    leaves the old file or the new one, never a zero-byte one."""
+    runs.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION,
+                                                       row_group_size=ROW_GROUP_SIZE), fsync=fsync, site=site)
 
 
 class RunWriter:
@@ -124,9 +112,8 @@ class RunWriter:
 
     def write_epoch_summary(self, row: dict[str, Any]) -> None:
         self.check()
-        path = self.run_dir / "epochs" / f"part-{int(row['epoch']):03d}.parquet"
-        self._guarded(path, lambda: write_parquet_atomic(to_arrow("epochs", self.run, row), path, fsync=True,
-                                                                 site="summary"))
+        path = files.summary_path(self.run_dir, int(row["epoch"]))
+        self._guarded(path, lambda: write_parquet_atomic(to_arrow("epochs", self.run, row), path, site="summary"))
 
     def event(self, kind: str, detail: str = "", epoch: int = -1, batch: int = -1) -> None:
         write_event(self.run_dir, self.run, kind, detail, epoch, batch, rank=self.rank)
@@ -149,7 +136,7 @@ class RunWriter:
         for table in ("examples", "steps"):
             for _, d in files.epoch_dirs(self.run_dir / table):
                 for f in files.chunk_files(d, self.rank):
-                    seq = max(seq, int(f.stem.rsplit("-", 1)[1]) + 1)
+                    seq = max(seq, files.chunk_seq(f) + 1)
         return seq
 
     def _guarded(self, path: Path, fn) -> None:
@@ -255,7 +242,7 @@ class RunWriter:
         if pending is not None:
             parts.append(pending)
         merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        self._guarded(target, lambda: write_parquet_atomic(merged, target, fsync=True, site="compact"))
+        self._guarded(target, lambda: write_parquet_atomic(merged, target, site="compact"))
         faults.hit("compact-unlink", target)
         for c in chunks:  # readers prefer the compacted file, so these are already invisible
             c.unlink(missing_ok=True)
@@ -268,7 +255,7 @@ def write_event(run_dir: Path, run: str, kind: str, detail: str = "", epoch: int
     row = {"time": np.array([now.replace(tzinfo=None)], dtype="datetime64[us]"), "epoch": epoch,
            "batch": batch, "kind": kind, "detail": detail}
     table = to_arrow("events", run, row)
-    path = Path(run_dir) / "events" / f"{time.time_ns()}-r{rank}-{os.getpid()}.parquet"
+    path = files.event_path(Path(run_dir), rank)
     try:
         write_parquet_atomic(table, path)
     except OSError as e:

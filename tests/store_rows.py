@@ -23,14 +23,16 @@ def examples(epoch: int, b: int, n: int = ROWS) -> dict:
     return {"batch": np.full(n, b, dtype=np.int32), "idx": np.arange(b * n, (b + 1) * n, dtype=np.int32),
             "fosc": rng.random(n, dtype=np.float32), "loss": rng.random(n, dtype=np.float32),
             "steps": rng.integers(0, 11, n).astype(np.int16), "correct": rng.random(n) > 0.5,
-            "c_t": np.float32(0.5)}
+            "c_t": np.float32(0.5), "fosc_box": rng.random(n, dtype=np.float32),
+            "grad_l1": rng.random(n, dtype=np.float32), "p_true": rng.random(n, dtype=np.float32)}
 
 
 def steps(epoch: int, b: int, k: int = 3) -> dict:
     """The trajectory of the batch's first example: k+1 steps."""
     return {"batch": np.full(k + 1, b, dtype=np.int32), "idx": np.full(k + 1, b * ROWS, dtype=np.int32),
             "step": np.arange(k + 1, dtype=np.int16), "fosc": np.linspace(1, 0, k + 1, dtype=np.float32),
-            "loss": np.ones(k + 1, dtype=np.float32), "active": np.arange(k + 1) < k}
+            "loss": np.ones(k + 1, dtype=np.float32), "active": np.arange(k + 1) < k,
+            "fosc_box": np.linspace(1, 0, k + 1, dtype=np.float32), "grad_l1": np.ones(k + 1, dtype=np.float32)}
 
 
 def write_epoch(writer, epoch: int, pause: float = 0.0) -> None:

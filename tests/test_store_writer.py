@@ -138,3 +138,30 @@ def test_flush_puts_every_logged_row_on_disk_as_chunks(tmp_path):
     w.end_epoch(0)
     w.close()
     assert [p.name for p in d.iterdir()] == ["compact-r0.parquet"]
+
+
+def test_every_file_kind_is_fsynced_before_and_after_its_rename(tmp_path, monkeypatch):
+    """Power loss must not leave a zero-byte chunk, event, summary or compacted file: each temp file
+    is fsynced before its rename, and its folder after it."""
+    synced = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    run_dir = tmp_path / "r"
+    new_run(run_dir)
+    w = RunWriter(run_dir, "r", flush_rows=ROWS)
+    w.log("examples", 0, examples(0, 0))
+    w.flush()
+    w.event("start")
+    w.end_epoch(0)
+    w.close()
+    names = [Path(p).name for p in synced]
+    for kind in ("part-r0-", "compact-r0.parquet", "-r0-"):  # chunk, compacted file, event
+        temp = [n for n in names if n.startswith(".") and n.endswith(".tmp") and kind in n]
+        assert temp, (kind, names)
+    assert str(run_dir / "examples" / "epoch=000") in synced and str(run_dir / "events") in synced
+    assert {Path(p).name for p in synced if not p.endswith(".tmp")} >= {"epoch=000", "events"}
