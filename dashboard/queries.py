@@ -382,3 +382,91 @@ def robustness(con, runs: tuple[str, ...] | None, checkpoint: str = "last") -> p
     wide.columns.name = None
     order = {r: i for i, r in enumerate(names)}
     return wide.sort_values("run", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+# ---- per-example insight: data maps, forgetting, the examples behind them (store.insight) ------------
+
+def _insight(con, run: str, lo, hi) -> tuple[str, str]:
+    from store import insight
+
+    return insight.stats_relation(store_runs.run_dir(con.runs_dir, run), lo, hi)
+
+
+@query
+def datamap(con, run: str, lo: int | None = None, hi: int | None = None) -> pd.DataFrame:
+    """The data map of one run over epochs lo..hi as a density grid: conf_bin, var_bin, n, correctness,
+    forgets_mean, their bin edges, and ``source`` ('aggregates' or 'rows'). Empty without p_true."""
+    from store import insight
+
+    stats, source = _insight(con, run, lo, hi)
+    df = _df(con, lambda: (insight.datamap_sql(stats), []))
+    df["conf_lo"], df["var_lo"] = df["conf_bin"] / insight.CONF_BINS, df["var_bin"] / (2 * insight.VAR_BINS)
+    df["conf_hi"] = df["conf_lo"] + 1 / insight.CONF_BINS
+    df["var_hi"] = df["var_lo"] + 1 / (2 * insight.VAR_BINS)
+    return df.assign(source=source)
+
+
+@query
+def forgetting(con, run: str, lo: int | None = None, hi: int | None = None) -> pd.DataFrame:
+    """Examples per forgetting count over epochs lo..hi (forgets -1: never learned)."""
+    from store import insight
+
+    stats, source = _insight(con, run, lo, hi)
+    return _df(con, lambda: (insight.forgetting_sql(stats), [])).assign(source=source)
+
+
+@query
+def insight_summary(con, run: str, lo: int | None = None, hi: int | None = None) -> pd.DataFrame:
+    """One row: examples, never learned, unforgettable, forgetting events, data-map regions."""
+    from store import insight
+
+    stats, source = _insight(con, run, lo, hi)
+    return _df(con, lambda: (insight.summary_sql(stats), [])).assign(source=source)
+
+
+@query
+def forgetting_per_epoch(con, run: str) -> pd.DataFrame:
+    """Per epoch: shares forgotten at it, correct, never learned and unforgettable so far."""
+    from store import insight
+
+    sql, source = insight.per_epoch_sql(store_runs.run_dir(con.runs_dir, run))
+    return _df(con, lambda: (sql, [])).assign(source=source)
+
+
+@query
+def pick_examples(con, run: str, ranking: str, lo: int | None = None, hi: int | None = None,
+                  region: str | None = None, conf_bin: int | None = None, var_bin: int | None = None,
+                  limit: int = 24) -> pd.DataFrame:
+    """The ``limit`` examples that ``ranking`` (store.insight.RANKINGS) puts first, with their statistics."""
+    from store import insight
+
+    stats, _ = _insight(con, run, lo, hi)
+    sql, params = insight.pick_sql(stats, ranking, region, conf_bin, var_bin)
+    return _df(con, lambda: (sql + " LIMIT ?", [*params, int(limit)]))
+
+
+@query
+def fosc_bin_examples(con, run: str, epoch: int, fosc_lo: float, fosc_hi: float, limit: int = 24) -> pd.DataFrame:
+    """Examples of one epoch whose FOSC lies in [fosc_lo, fosc_hi] (a Fig. 1a bin), highest loss first."""
+    return _df(con, lambda: (f"""
+        SELECT idx, fosc, loss, steps, correct FROM {_scan(con, 'examples', (run,), (int(epoch),))}
+        WHERE fosc >= ? AND fosc <= ? ORDER BY loss DESC, idx LIMIT ?""",
+                             [float(fosc_lo), float(fosc_hi), int(limit)]))
+
+
+@query
+def example_history(con, run: str, idx: int) -> pd.DataFrame:
+    """One example across every epoch of a run: epoch, fosc, loss, steps, correct, p_true, c_t."""
+    def build():
+        src = _scan(con, "examples", (run,))
+        return (f"SELECT epoch, avg(fosc) AS fosc, avg(loss) AS loss, avg(steps) AS steps, "
+                f"bool_or(correct) AS correct, avg(p_true) AS p_true, avg(c_t) AS c_t FROM {src} "
+                "WHERE idx = ? GROUP BY epoch ORDER BY epoch", [int(idx)])
+    return _df(con, build)
+
+
+@query
+def example_steps(con, run: str, idx: int) -> pd.DataFrame:
+    """The per-step trajectory of one example in every epoch it was sampled (--trajectory-examples)."""
+    return _df(con, lambda: (f"SELECT epoch, step, fosc, loss, active FROM {_scan(con, 'steps', (run,))} "
+                             "WHERE idx = ? ORDER BY epoch, step", [int(idx)]))

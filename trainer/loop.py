@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from store import faults, files, runs
+from store import faults, files, insight, runs
 from store.writer import RunWriter
 from trainer import checkpoint, control, dist
 from trainer.attacks import FGSM, PGD, TradesKL
@@ -391,6 +391,7 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
             if ctx.rank == 0:
                 clean_acc, pgd_acc = heldout_accuracy(ctx)
                 ctx.writer.write_epoch_summary(epoch_summary(ctx, epoch, info, clean_acc, pgd_acc))
+                insight.update(ctx.run_dir, epoch)  # per-example prefix aggregates: data maps, forgetting
                 best = not math.isnan(pgd_acc) and pgd_acc > ctx.best_acc
                 if best:
                     ctx.best_acc = pgd_acc

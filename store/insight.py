@@ -1,0 +1,365 @@
+"""Per-example insight: data maps (Swayamdipta et al. 2020) and forgetting events (Toneva et al. 2019).
+
+Over a run's ``examples`` rows in an epoch range [a, b], per example (``idx``):
+
+- ``confidence``  = mean over epochs of ``p_true`` (the probability of the true class on the input trained
+  on), ``variability`` = its population standard deviation; NULL for runs logged before ``p_true``;
+- ``correctness`` = share of epochs in which it was ``correct``; ``n_correct`` = their number;
+- ``forgets``     = forgetting events: epochs e in (a, b] where it was correct at its previous logged epoch
+  and is not at e (a 1 -> 0 transition); "unforgettable": learned (n_correct > 0) and never forgotten;
+  "never learned": n_correct = 0;
+- ``loss_mean``, ``fosc_mean``, ``steps_mean``: means over epochs (finite values only).
+
+An example logged more than once in an epoch (the trainer logs it once) counts by the mean of its rows
+(correct if at least half of them were). Two ways to get the same numbers:
+
+1. ``stats_sql(scan, has_p)``: plain SQL over the rows (window ``lag`` per example), which is what a
+   user can run on the ``examples`` view (docs/SCHEMA.md) and the reference the tests check against;
+2. the per-epoch prefix aggregates of this module: at the end of each epoch the trainer calls
+   ``update(run_dir, epoch)`` (pyarrow and numpy only), which writes ``insight/epoch=NNN/cum.parquet``:
+   per example, sums over epochs 0..NNN. A range [a, b] is then ``cum[b] - cum[a-1]`` (forgets:
+   ``cum[b] - cum[a]``): three files of one row per example instead of every row of every epoch.
+   An aggregate counts only if it is newer than every examples file of its epoch (a resumed epoch
+   redoes it); otherwise ``stats_relation`` falls back to the plain SQL. Files are untrusted input:
+   a damaged one means the fallback, never a failed page.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store import files, runs
+from store.writer import write_parquet_atomic
+
+DIR = "insight"
+CUM = "cum.parquet"
+# Swayamdipta et al.'s regions, with fixed cut-offs (their Fig. 1 splits at similar places).
+AMBIGUOUS_VARIABILITY = 0.2   # variability >= this: ambiguous
+EASY_CONFIDENCE = 0.5         # otherwise confidence >= this: easy to learn, below: hard to learn
+CONF_BINS, VAR_BINS = 25, 25  # the data map's density grid: confidence [0,1] x variability [0,0.5]
+
+CUM_SCHEMA = pa.schema([
+    ("idx", pa.int32()),
+    ("n", pa.int32()),            # epochs logged so far
+    ("n_correct", pa.int32()),
+    ("forgets", pa.int32()),      # forgetting events so far
+    ("seen", pa.bool_()),         # logged at this epoch
+    ("forgot", pa.bool_()),       # a forgetting event at this epoch
+    ("last_correct", pa.bool_()),  # correct at its last logged epoch
+    ("n_p", pa.int32()), ("sum_p", pa.float64()), ("sumsq_p", pa.float64()),
+    ("n_loss", pa.int32()), ("sum_loss", pa.float64()),
+    ("n_fosc", pa.int32()), ("sum_fosc", pa.float64()),
+    ("sum_steps", pa.float64()),
+])
+_SUMS = ("n", "n_correct", "n_p", "sum_p", "sumsq_p", "n_loss", "sum_loss", "n_fosc", "sum_fosc", "sum_steps")
+STAT_COLUMNS = ("idx", "epochs", "confidence", "variability", "correctness", "n_correct", "forgets",
+                "loss_mean", "fosc_mean", "steps_mean")
+
+
+def cum_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / DIR / f"epoch={int(epoch):03d}" / CUM
+
+
+# ---- writing: the prefix aggregates (trainer side: pyarrow + numpy only) ---------------------------
+
+def _epoch_rows(run_dir: Path, epoch: int) -> dict[str, np.ndarray] | None:
+    """One row per example of the epoch (means of its rows), or None without examples files."""
+    paths = files.epoch_files(runs.epoch_dir(run_dir, "examples", epoch))
+    if not paths:
+        return None
+    parts = []
+    for p in paths:
+        have = set(pq.read_schema(p).names)
+        t = pq.read_table(p, columns=[c for c in ("idx", "correct", "p_true", "loss", "fosc", "steps") if c in have])
+        parts.append({c: (t[c].to_numpy(zero_copy_only=False) if c in have else np.full(t.num_rows, np.nan))
+                      for c in ("idx", "correct", "p_true", "loss", "fosc", "steps")})
+    cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+    idx, inv = np.unique(cols["idx"].astype(np.int64), return_inverse=True)
+    rows = np.bincount(inv, minlength=len(idx))
+
+    def mean(v):  # mean of the finite values per example; NaN if none
+        v = np.asarray(v, dtype=np.float64)
+        ok = np.isfinite(v)
+        k = np.bincount(inv, weights=ok, minlength=len(idx))
+        s = np.bincount(inv, weights=np.where(ok, v, 0.0), minlength=len(idx))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(k > 0, s / np.maximum(k, 1), np.nan)
+
+    correct = np.bincount(inv, weights=cols["correct"].astype(np.float64), minlength=len(idx)) / rows >= 0.5
+    return {"idx": idx, "correct": correct, "p": mean(cols["p_true"]), "loss": mean(cols["loss"]),
+            "fosc": mean(cols["fosc"]), "steps": mean(cols["steps"])}
+
+
+def _empty_cum() -> dict[str, np.ndarray]:
+    return {f.name: np.zeros(0, dtype=f.type.to_pandas_dtype()) for f in CUM_SCHEMA}
+
+
+def _advance(prev: dict[str, np.ndarray], ep: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """cum[e] from cum[e-1] and epoch e's per-example rows (examples may join late or be absent)."""
+    idx = np.union1d(prev["idx"], ep["idx"]).astype(np.int64)
+    out = {}
+    ip, ie = np.searchsorted(idx, prev["idx"]), np.searchsorted(idx, ep["idx"])
+    for name in CUM_SCHEMA.names:
+        if name != "idx":
+            out[name] = np.zeros(len(idx), dtype=CUM_SCHEMA.field(name).type.to_pandas_dtype())
+            out[name][ip] = prev[name]
+    out["idx"] = idx.astype(np.int32)
+    was = np.zeros(len(idx), bool)
+    was[ip] = (prev["n"] > 0) & prev["last_correct"]
+    now = np.zeros(len(idx), bool)
+    now[ie] = ep["correct"]
+    seen = np.zeros(len(idx), bool)
+    seen[ie] = True
+    out["seen"] = seen
+    out["forgot"] = seen & was & ~now
+    out["forgets"] += out["forgot"]
+    out["last_correct"] = np.where(seen, now, out["last_correct"])
+    out["n"][ie] += 1
+    out["n_correct"][ie] += ep["correct"]
+    for key, n_col, s_col in (("p", "n_p", "sum_p"), ("loss", "n_loss", "sum_loss"), ("fosc", "n_fosc", "sum_fosc")):
+        ok = np.isfinite(ep[key])
+        out[n_col][ie] += ok
+        out[s_col][ie] += np.where(ok, ep[key], 0.0)
+        if key == "p":
+            out["sumsq_p"][ie] += np.where(ok, ep[key] ** 2, 0.0)
+    out["sum_steps"][ie] += np.nan_to_num(ep["steps"])
+    return out
+
+
+def _read_cum(path: Path) -> dict[str, np.ndarray]:
+    t = pq.read_table(path, schema=CUM_SCHEMA)
+    return {c: t[c].to_numpy(zero_copy_only=False) for c in CUM_SCHEMA.names}
+
+
+def fresh(run_dir: Path, epoch: int) -> bool:
+    """The aggregate of ``epoch`` exists and is newer than every examples file of that epoch."""
+    try:
+        mine = cum_path(run_dir, epoch).stat().st_mtime_ns
+        src = [p.stat().st_mtime_ns for p in files.epoch_files(runs.epoch_dir(run_dir, "examples", epoch))]
+    except OSError:
+        return False
+    if not src or mine < max(src):
+        return False
+    try:  # an untrusted file: a damaged or foreign one counts as missing
+        return pq.read_schema(cum_path(run_dir, epoch)).equals(CUM_SCHEMA)
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def update(run_dir: str | Path, epoch: int) -> Path | None:
+    """Write cum[epoch] (after the epoch's rows are compacted); rebuilds any missing or stale earlier
+    ones first. Returns its path, or None if the epoch has no rows. Cost: one epoch's rows per epoch."""
+    run_dir = Path(run_dir)
+    logged = [e for e, d in files.epoch_dirs(run_dir / "examples") if e <= epoch and files.epoch_files(d)]
+    # each aggregate builds on the one before: redo from the first missing or stale one
+    start = next((i for i, e in enumerate(logged) if not fresh(run_dir, e)), len(logged))
+    if start == len(logged):
+        return cum_path(run_dir, logged[-1]) if logged else None
+    prev = _empty_cum()
+    if start > 0:
+        try:
+            prev = _read_cum(cum_path(run_dir, logged[start - 1]))
+        except (OSError, pa.ArrowException):
+            return _rebuild(run_dir, logged)
+    out = None
+    for e in logged[start:]:
+        prev, out = _write_step(run_dir, e, prev)
+    return out
+
+
+def _rebuild(run_dir: Path, logged: list[int]) -> Path | None:
+    prev, out = _empty_cum(), None
+    for e in logged:
+        prev, out = _write_step(run_dir, e, prev)
+    return out
+
+
+def _write_step(run_dir: Path, epoch: int, prev: dict) -> tuple[dict, Path]:
+    ep = _epoch_rows(run_dir, epoch)
+    cur = _advance(prev, ep) if ep is not None else prev
+    path = cum_path(run_dir, epoch)
+    table = pa.Table.from_pydict({c: cur[c] for c in CUM_SCHEMA.names}, schema=CUM_SCHEMA)
+    write_parquet_atomic(table, path)  # the store's one atomic writer (temp file, fsync, rename)
+    return cur, path
+
+
+# ---- reading: SQL ----------------------------------------------------------------------------------
+
+def _lst(paths) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def stats_sql(scan: str, has_p: bool = True) -> str:
+    """Per-example statistics (STAT_COLUMNS) over the rows of relation ``scan`` (columns idx, epoch,
+    correct, loss, fosc, steps and, if ``has_p``, p_true): the plain SQL definition."""
+    p = "avg(p_true) FILTER (isfinite(p_true))" if has_p else "CAST(NULL AS DOUBLE)"
+    return f"""
+        WITH pe AS (
+            SELECT idx, epoch, avg(correct::INTEGER) >= 0.5 AS correct, {p} AS p,
+                   avg(loss) FILTER (isfinite(loss)) AS loss, avg(fosc) FILTER (isfinite(fosc)) AS fosc,
+                   avg(steps) AS steps
+            FROM {scan} GROUP BY idx, epoch),
+        seq AS (SELECT *, lag(correct) OVER (PARTITION BY idx ORDER BY epoch) AS prev FROM pe)
+        SELECT idx, count(*) AS epochs, avg(p) AS confidence, stddev_pop(p) AS variability,
+               avg(correct::INTEGER) AS correctness, sum(correct::INTEGER) AS n_correct,
+               count(*) FILTER (prev AND NOT correct) AS forgets,
+               avg(loss) AS loss_mean, avg(fosc) AS fosc_mean, avg(steps) AS steps_mean
+        FROM seq GROUP BY idx"""
+
+
+def _cum_sql(b: Path, a_forgets: Path, a_sums: Path | None) -> str:
+    """STAT_COLUMNS from prefix aggregates: cum[b] minus cum[a-1] (sums) and cum[a] (forgets)."""
+    none = f"(SELECT * FROM read_parquet({_lst([b])}) WHERE false)"
+    s = f"read_parquet({_lst([a_sums])})" if a_sums else none
+    f = f"read_parquet({_lst([a_forgets])})"
+    d = {c: f"(b.{c} - coalesce(s.{c}, 0))" for c in _SUMS}
+    conf = f"{d['sum_p']} / nullif({d['n_p']}, 0)"
+    # greatest() skips NULLs: without p_true the variability must stay NULL, not become 0
+    var = f"CASE WHEN {d['n_p']} > 0 THEN sqrt(greatest({d['sumsq_p']} / {d['n_p']} - ({conf}) ^ 2, 0)) END"
+    return f"""
+        SELECT b.idx, {d['n']}::BIGINT AS epochs, {conf} AS confidence, {var} AS variability,
+               {d['n_correct']} / {d['n']} AS correctness, {d['n_correct']}::BIGINT AS n_correct,
+               (b.forgets - coalesce(f.forgets, 0))::BIGINT AS forgets,
+               {d['sum_loss']} / nullif({d['n_loss']}, 0) AS loss_mean,
+               {d['sum_fosc']} / nullif({d['n_fosc']}, 0) AS fosc_mean, {d['sum_steps']} / {d['n']} AS steps_mean
+        FROM read_parquet({_lst([b])}) b LEFT JOIN {s} s USING (idx) LEFT JOIN {f} f USING (idx)
+        WHERE {d['n']} > 0"""
+
+
+def logged_epochs(run_dir: Path) -> list[int]:
+    return [e for e, d in files.epoch_dirs(Path(run_dir) / "examples") if files.epoch_files(d)]
+
+
+def _raw_scan(run_dir: Path, epochs: list[int]) -> tuple[str, bool]:
+    """(a relation over the run's examples rows of ``epochs``, whether p_true is logged)."""
+    paths = [p for e in epochs for p in files.epoch_files(runs.epoch_dir(run_dir, "examples", e))]
+    if not paths:
+        return ("(SELECT NULL::INTEGER AS idx, NULL::INTEGER AS epoch, NULL::BOOLEAN AS correct, "
+                "NULL::FLOAT AS loss, NULL::FLOAT AS fosc, NULL::SMALLINT AS steps WHERE false)"), False
+    try:
+        has_p = "p_true" in pq.read_schema(paths[-1]).names
+    except (OSError, pa.ArrowException):
+        has_p = False
+    cols = "idx, epoch, correct, loss, fosc, steps" + (", p_true" if has_p else "")
+    src = f"read_parquet({_lst(paths)}, hive_partitioning = true, hive_types = {{'epoch': 'INTEGER'}}, union_by_name = true)"
+    return f"(SELECT {cols} FROM {src})", has_p
+
+
+def stats_relation(run_dir: str | Path, lo: int | None = None, hi: int | None = None,
+                   use_aggregates: bool = True) -> tuple[str, str]:
+    """(SQL of the per-example statistics of one run over logged epochs lo..hi, 'aggregates' or 'rows').
+
+    With fresh prefix aggregates for the range's ends, the SQL reads three small files; otherwise it
+    scans the rows (a live epoch, a run logged before aggregates existed, a damaged file)."""
+    run_dir = Path(run_dir).resolve()
+    have = logged_epochs(run_dir)
+    chosen = [e for e in have if (lo is None or e >= lo) and (hi is None or e <= hi)]
+    if use_aggregates and chosen and all(fresh(run_dir, e) for e in have if e <= chosen[-1]):
+        a, b = chosen[0], chosen[-1]
+        before = [e for e in have if e < a]
+        # sums: cum[b] - cum[a-1]; forgets: events at epochs in (a, b], so cum[b] - cum[a]
+        return _cum_sql(cum_path(run_dir, b), cum_path(run_dir, a),
+                        cum_path(run_dir, before[-1]) if before else None), "aggregates"
+    scan, has_p = _raw_scan(run_dir, chosen)
+    return stats_sql(scan, has_p), "rows"
+
+
+def region_sql(conf: str = "confidence", var: str = "variability") -> str:
+    """The data-map region of an example (NULL without p_true)."""
+    return (f"CASE WHEN {conf} IS NULL THEN NULL WHEN {var} >= {AMBIGUOUS_VARIABILITY} THEN 'ambiguous' "
+            f"WHEN {conf} >= {EASY_CONFIDENCE} THEN 'easy' ELSE 'hard' END")
+
+
+def datamap_sql(stats: str) -> str:
+    """The data map as a density grid: one row per non-empty (confidence bin, variability bin)."""
+    return f"""
+        SELECT least(floor(confidence * {CONF_BINS}), {CONF_BINS - 1})::INTEGER AS conf_bin,
+               least(floor(variability * 2 * {VAR_BINS}), {VAR_BINS - 1})::INTEGER AS var_bin,
+               count(*) AS n, avg(correctness) AS correctness, avg(forgets) AS forgets_mean
+        FROM ({stats}) WHERE confidence IS NOT NULL GROUP BY ALL ORDER BY ALL"""
+
+
+def forgetting_sql(stats: str) -> str:
+    """How many examples were forgotten 0, 1, 2, ... times; never-learned ones apart (forgets = -1)."""
+    return f"""
+        SELECT CASE WHEN n_correct = 0 THEN -1 ELSE forgets END AS forgets, count(*) AS n
+        FROM ({stats}) GROUP BY ALL ORDER BY ALL"""
+
+
+def summary_sql(stats: str) -> str:
+    return f"""
+        SELECT count(*) AS n, count(*) FILTER (n_correct = 0) AS never_learned,
+               count(*) FILTER (n_correct > 0 AND forgets = 0) AS unforgettable,
+               sum(forgets) AS forgetting_events, avg(confidence) AS confidence_mean,
+               count(*) FILTER ({region_sql()} = 'easy') AS easy,
+               count(*) FILTER ({region_sql()} = 'ambiguous') AS ambiguous,
+               count(*) FILTER ({region_sql()} = 'hard') AS hard
+        FROM ({stats})"""
+
+
+def per_epoch_sql(run_dir: str | Path) -> tuple[str, str]:
+    """Per logged epoch: share of examples forgotten at it, correct at it, never learned so far and
+    unforgettable so far (from epoch 0). (SQL, 'aggregates' or 'rows')."""
+    run_dir = Path(run_dir).resolve()
+    have = logged_epochs(run_dir)
+    if have and all(fresh(run_dir, e) for e in have):
+        src = (f"read_parquet({_lst(cum_path(run_dir, e) for e in have)}, hive_partitioning = true, "
+               "hive_types = {'epoch': 'INTEGER'})")
+        return f"""
+            SELECT epoch, avg(forgot::INTEGER) AS forgotten, avg(last_correct::INTEGER) AS correct,
+                   avg((n_correct = 0)::INTEGER) AS never_learned,
+                   avg((n_correct > 0 AND forgets = 0)::INTEGER) AS unforgettable
+            FROM {src} WHERE seen GROUP BY epoch ORDER BY epoch""", "aggregates"
+    scan, _ = _raw_scan(run_dir, have)
+    return per_epoch_rows_sql(scan), "rows"
+
+
+def per_epoch_rows_sql(scan: str) -> str:
+    """per_epoch_sql's numbers from the rows (the plain definition)."""
+    return f"""
+        WITH pe AS (SELECT idx, epoch, avg(correct::INTEGER) >= 0.5 AS correct FROM {scan} GROUP BY idx, epoch),
+        seq AS (SELECT *, lag(correct) OVER w AS prev,
+                       sum(correct::INTEGER) OVER (w ROWS UNBOUNDED PRECEDING) AS n_correct,
+                       count(*) FILTER (lag_c AND NOT correct) OVER (w ROWS UNBOUNDED PRECEDING) AS forgets
+                FROM (SELECT *, lag(correct) OVER (PARTITION BY idx ORDER BY epoch) AS lag_c FROM pe)
+                WINDOW w AS (PARTITION BY idx ORDER BY epoch))
+        SELECT epoch, avg((coalesce(prev, false) AND NOT correct)::INTEGER) AS forgotten,
+               avg(correct::INTEGER) AS correct, avg((n_correct = 0)::INTEGER) AS never_learned,
+               avg((n_correct > 0 AND forgets = 0)::INTEGER) AS unforgettable
+        FROM seq GROUP BY epoch ORDER BY epoch"""
+
+
+# ---- picking examples --------------------------------------------------------------------------------
+
+# name -> (which examples, in what order): the Examples page's choices; fixed SQL, never user text.
+RANKINGS = {
+    "hardest": ("true", "loss_mean DESC NULLS LAST"),
+    "never learned": ("n_correct = 0", "loss_mean DESC NULLS LAST"),
+    "most forgotten": ("forgets > 0", "forgets DESC, loss_mean DESC NULLS LAST"),
+    "slowest to converge": ("true", "steps_mean DESC, fosc_mean DESC NULLS LAST"),
+    "least confident": ("confidence IS NOT NULL", "confidence ASC"),
+    "most ambiguous": ("variability IS NOT NULL", "variability DESC"),
+}
+REGIONS = ("easy", "ambiguous", "hard")
+
+
+def pick_sql(stats: str, ranking: str, region: str | None = None, conf_bin: int | None = None,
+             var_bin: int | None = None) -> tuple[str, list]:
+    """(SQL, params) of the examples ``ranking`` puts first, optionally inside a data-map region or
+    one density bin; the caller appends LIMIT. Unknown names raise ValueError."""
+    if ranking not in RANKINGS or (region is not None and region not in REGIONS):
+        raise ValueError(f"unknown ranking {ranking!r} or region {region!r}")
+    where, order = RANKINGS[ranking]
+    conds, params = [where], []
+    if region is not None:
+        conds.append(f"{region_sql()} = ?")
+        params.append(region)
+    if conf_bin is not None and var_bin is not None:
+        conds.append(f"least(floor(confidence * {CONF_BINS}), {CONF_BINS - 1}) = ? AND "
+                     f"least(floor(variability * 2 * {VAR_BINS}), {VAR_BINS - 1}) = ?")
+        params += [int(conf_bin), int(var_bin)]
+    return (f"SELECT *, {region_sql()} AS region FROM ({stats}) WHERE {' AND '.join(conds)} "
+            f"ORDER BY {order}, idx"), params

@@ -1,0 +1,164 @@
+"""Data maps and forgetting events (store.insight, dashboard.queries) against an independent pandas
+computation over the raw rows of a real tiny run; the prefix aggregates against the plain SQL."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import store
+from dashboard import queries
+from store import files, insight
+from store import runs as store_runs
+from tests.conftest import tiny_run
+
+RUN = "ins-unsecured"
+
+
+@pytest.fixture(scope="module")
+def insight_runs(tmp_path_factory):
+    """A 4-epoch unsecured run (learns fast: many examples learned, some forgotten) on real digits."""
+    d = tmp_path_factory.mktemp("insight-runs")
+    tiny_run(d, RUN, "unsecured", epochs=4)
+    return d
+
+
+def rows(runs_dir, run=RUN) -> pd.DataFrame:
+    with store.open(runs_dir) as con:
+        return con.query_df("SELECT idx, epoch, correct, p_true, loss FROM examples WHERE run = ?", [run])
+
+
+def pandas_stats(df: pd.DataFrame, lo=None, hi=None) -> pd.DataFrame:
+    """The definitions of Swayamdipta et al. and Toneva et al., written independently in pandas."""
+    df = df[(df.epoch >= (lo if lo is not None else -1)) & (df.epoch <= (hi if hi is not None else 10**9))]
+    df = df.sort_values(["idx", "epoch"])
+    prev = df.groupby("idx")["correct"].shift(1)
+    df = df.assign(forgot=(prev == True) & (~df["correct"]))  # noqa: E712 (NaN for the first epoch)
+    g = df.groupby("idx")
+    return pd.DataFrame({"confidence": g["p_true"].mean(), "variability": g["p_true"].std(ddof=0),
+                         "correctness": g["correct"].mean(), "n_correct": g["correct"].sum(),
+                         "forgets": g["forgot"].sum(), "loss_mean": g["loss"].mean()})
+
+
+def test_the_trainer_writes_one_aggregate_per_epoch(insight_runs):
+    rd = insight_runs / RUN
+    assert [e for e in range(4) if insight.fresh(rd, e)] == [0, 1, 2, 3]
+    assert pq.read_table(insight.cum_path(rd, 3)).num_rows == 384
+
+
+def test_summary_and_forgetting_counts_agree_with_pandas(insight_runs):
+    ref = pandas_stats(rows(insight_runs))
+    with store.open(insight_runs) as con:
+        summ = queries.insight_summary(con, RUN).iloc[0]
+        hist = queries.forgetting(con, RUN)
+    assert summ["source"] == "aggregates"
+    assert summ["n"] == len(ref) == 384
+    assert summ["never_learned"] == (ref.n_correct == 0).sum()
+    assert summ["unforgettable"] == ((ref.n_correct > 0) & (ref.forgets == 0)).sum()
+    assert summ["forgetting_events"] == ref.forgets.sum() > 0  # the run does forget examples
+    assert summ["confidence_mean"] == pytest.approx(ref.confidence.mean(), rel=1e-6)
+    want = ref.assign(k=np.where(ref.n_correct == 0, -1, ref.forgets)).groupby("k").size()
+    assert dict(zip(hist["forgets"], hist["n"])) == want.to_dict()
+
+
+def test_datamap_bins_agree_with_pandas(insight_runs):
+    ref = pandas_stats(rows(insight_runs))
+    with store.open(insight_runs) as con:
+        grid = queries.datamap(con, RUN)
+    cb = np.minimum(np.floor(ref.confidence * insight.CONF_BINS), insight.CONF_BINS - 1).astype(int)
+    vb = np.minimum(np.floor(ref.variability * 2 * insight.VAR_BINS), insight.VAR_BINS - 1).astype(int)
+    want = ref.assign(cb=cb, vb=vb).groupby(["cb", "vb"]).agg(n=("correctness", "size"), c=("correctness", "mean"))
+    got = grid.set_index(["conf_bin", "var_bin"])
+    assert got["n"].sum() == 384 and len(got) > 5
+    assert got["n"].to_dict() == want["n"].to_dict()
+    assert got["correctness"].to_numpy() == pytest.approx(want.loc[got.index, "c"].to_numpy())
+
+
+@pytest.mark.parametrize("lo,hi", [(None, None), (1, 3), (2, 2), (0, 1)])
+def test_epoch_ranges_from_aggregates_equal_pandas_and_plain_sql(insight_runs, lo, hi):
+    rd = insight_runs / RUN
+    ref = pandas_stats(rows(insight_runs), lo, hi)
+    with store.open(insight_runs) as con:
+        fast_sql, source = insight.stats_relation(rd, lo, hi)
+        slow_sql, slow_source = insight.stats_relation(rd, lo, hi, use_aggregates=False)
+        fast = con.query_df(fast_sql).set_index("idx").sort_index()
+        slow = con.query_df(slow_sql).set_index("idx").sort_index()
+    assert (source, slow_source) == ("aggregates", "rows")
+    for col in ref.columns:
+        assert fast[col].to_numpy(float) == pytest.approx(ref[col].to_numpy(float), abs=1e-6), col
+        assert slow[col].to_numpy(float) == pytest.approx(ref[col].to_numpy(float), abs=1e-6), col
+
+
+def test_share_forgotten_per_epoch_agrees_with_pandas(insight_runs):
+    df = rows(insight_runs).sort_values(["idx", "epoch"])
+    prev = df.groupby("idx")["correct"].shift(1)
+    df["forgot"] = (prev == True) & ~df["correct"]  # noqa: E712
+    df["seen_correct"] = df["correct"].astype(int).groupby(df["idx"]).cummax().astype(bool)
+    df["forgot_so_far"] = df["forgot"].astype(int).groupby(df["idx"]).cummax().astype(bool)
+    with store.open(insight_runs) as con:
+        got = queries.forgetting_per_epoch(con, RUN).set_index("epoch")
+    assert (got["source"] == "aggregates").all()
+    g = df.groupby("epoch")
+    assert got["forgotten"].to_numpy() == pytest.approx(g["forgot"].mean().to_numpy())
+    assert got["never_learned"].to_numpy() == pytest.approx((~df["seen_correct"]).groupby(df.epoch).mean().to_numpy())
+    unforg = (df["seen_correct"] & ~df["forgot_so_far"]).groupby(df.epoch).mean()
+    assert got["unforgettable"].to_numpy() == pytest.approx(unforg.to_numpy())
+    assert got.loc[0, "forgotten"] == 0 and got["forgotten"].iloc[1:].sum() > 0
+
+
+def test_most_forgotten_examples_come_first(insight_runs):
+    ref = pandas_stats(rows(insight_runs))
+    with store.open(insight_runs) as con:
+        top = queries.pick_examples(con, RUN, "most forgotten", limit=5)
+        never = queries.pick_examples(con, RUN, "never learned", limit=500)
+        region = queries.pick_examples(con, RUN, "hardest", region="ambiguous", limit=500)
+    assert list(top["forgets"]) == sorted(ref.forgets, reverse=True)[:5]
+    assert set(never["idx"]) == set(ref.index[ref.n_correct == 0])
+    assert set(region["idx"]) == set(ref.index[ref.variability >= insight.AMBIGUOUS_VARIABILITY])
+    with pytest.raises(ValueError):
+        insight.pick_sql("x", "'; DROP TABLE x; --")
+
+
+def test_stale_or_damaged_aggregates_fall_back_to_the_rows(insight_runs, tmp_path):
+    src = insight_runs / RUN
+    rd = tmp_path / RUN
+    shutil.copytree(src, rd)
+    want = _summary(tmp_path)
+    assert want["source"] == "aggregates"
+    f = files.epoch_files(store_runs.epoch_dir(rd, "examples", 2))[0]
+    later = insight.cum_path(rd, 3).stat().st_mtime_ns + 1000
+    os.utime(f, ns=(later, later))  # epoch 2 redone after its aggregate (a resume): stale
+    got = _summary(tmp_path)
+    assert got["source"] == "rows" and got.drop("source").equals(want.drop("source"))
+    insight.update(rd, 3)  # rebuilds 2 and 3
+    assert _summary(tmp_path)["source"] == "aggregates"
+    insight.cum_path(rd, 3).write_bytes(b"PAR1 not really")
+    got = _summary(tmp_path)
+    assert got["source"] == "rows" and got.drop("source").equals(want.drop("source"))
+
+
+def _summary(runs_dir) -> pd.Series:
+    with store.open(runs_dir) as con:
+        return queries.insight_summary(con, RUN).iloc[0]
+
+
+def test_runs_logged_before_p_true_get_forgetting_but_no_confidence(insight_runs, tmp_path):
+    rd = tmp_path / RUN
+    shutil.copytree(insight_runs / RUN, rd)
+    shutil.rmtree(rd / insight.DIR)
+    for e in range(4):
+        for f in files.epoch_files(store_runs.epoch_dir(rd, "examples", e)):
+            t = pq.read_table(f)
+            pq.write_table(t.drop_columns(["p_true", "fosc_box", "grad_l1"]), f)
+    for e in range(4):
+        insight.update(rd, e)
+    ref = pandas_stats(rows(insight_runs))
+    with store.open(tmp_path) as con:
+        stats = con.query_df(insight.stats_relation(rd)[0]).set_index("idx").sort_index()
+        assert queries.datamap(con, RUN).empty
+    assert stats["confidence"].isna().all() and stats["variability"].isna().all()
+    assert (stats["forgets"].to_numpy() == ref["forgets"].to_numpy()).all()
