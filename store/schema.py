@@ -21,6 +21,10 @@ EXAMPLES = pa.schema([
     ("steps", pa.int16()),
     ("correct", pa.bool_()),
     ("c_t", pa.float32()),
+    # Added later (issues 13, 16): runs logged before them read these as NULL (see NEWER_COLUMNS).
+    ("fosc_box", pa.float32()),
+    ("grad_l1", pa.float32()),
+    ("p_true", pa.float32()),
 ])
 
 STEPS = pa.schema([
@@ -32,6 +36,8 @@ STEPS = pa.schema([
     ("fosc", pa.float32()),
     ("loss", pa.float32()),
     ("active", pa.bool_()),
+    ("fosc_box", pa.float32()),
+    ("grad_l1", pa.float32()),
 ])
 
 EPOCHS = pa.schema([
@@ -85,6 +91,12 @@ TABLES: dict[str, pa.Schema] = {
     "epochs": EPOCHS,
     "evals": EVALS,
     "events": EVENTS,
+}
+
+# Columns added after runs had been logged without them: a reader selects NULL for them from older files.
+NEWER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "examples": ("fosc_box", "grad_l1", "p_true"),
+    "steps": ("fosc_box", "grad_l1"),
 }
 
 # What the reader adds to the partitioned tables from the path.

@@ -159,11 +159,59 @@ def test_engine_keeps_float64_and_reports_fosc_in_float32():
         assert res.x_adv.dtype == torch.float64 and res.fosc.dtype == torch.float32
 
 
+def _brute_force_box_fosc(x_k, g, lo, hi) -> torch.Tensor:
+    """max of <v - x_k, g> over every vertex v of the box [lo, hi] (a linear function's max over a
+    box is at a vertex): 2^d evaluations, for tiny inputs only."""
+    d = x_k[0].numel()
+    bits = torch.tensor([[(v >> i) & 1 for i in range(d)] for v in range(2 ** d)], dtype=torch.float64)
+    out = []
+    for xi, gi, l, h in zip(x_k.flatten(1).double(), g.flatten(1).double(), lo.flatten(1).double(), hi.flatten(1).double()):
+        vertices = l + bits * (h - l)  # (2^d, d)
+        out.append(((vertices - xi) * gi).sum(1).max())
+    return torch.stack(out)
+
+
+def test_box_fosc_and_gradient_norm_come_from_the_same_gradient_and_match_brute_force():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 10)).double()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(9, 1, 2, 3, generator=gen, dtype=torch.float64)
+    x[:3, :, 0] = 0.0  # black pixels: the [0,1] clip cuts the ball there
+    x[3:5, :, 1] = 1.0
+    y = torch.randint(0, 10, (9,), generator=gen)
+    eps, k = 0.2, 4
+    res = PGD(eps, eps / 4, k, random_start=False)(net, x, y, record=torch.arange(9))
+    lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+    # An independent PGD in float64: iterates x_0..x_K, and at each the brute-force box FOSC and ||g||_1.
+    xk = x.clone()
+    for step in range(k + 1):
+        xg = xk.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(net(xg), y, reduction="sum"), xg)
+        box = _brute_force_box_fosc(xk, g, lo, hi)
+        torch.testing.assert_close(res.trajectory["fosc_box"][step].double(), box, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(res.trajectory["grad_l1"][step].double(), g.abs().flatten(1).sum(1), rtol=1e-5, atol=1e-7)
+        xk = torch.minimum(torch.maximum(xk + eps / 4 * g.sign(), x - eps), x + eps).clamp(0, 1)
+    torch.testing.assert_close(res.fosc_box.double(), box, rtol=1e-5, atol=1e-6)  # at x_K, where it ended
+    assert (res.fosc_box <= res.fosc + 1e-6).all()  # the box lies inside the ball
+    assert (res.fosc_box[:5] < res.fosc[:5] - 1e-4).all()  # and clipped pixels make the floor visible
+
+
+def test_fosc_set_box_logs_the_box_fosc_in_both_columns_and_l2_has_none():
+    net, (x, y) = small_net(), batch(6)
+    res = PGD(EPS, EPS / 4, 3, fosc_set="box")(net, x, y)
+    assert torch.equal(res.fosc, res.fosc_box)
+    l2 = PGD(1.0, 0.25, 3, norm="l2")(net, x, y)
+    assert l2.fosc_box.isnan().all() and (l2.grad_l1 > 0).all()
+
+
 # ---- cross-checks against torchattacks, in float64 ----------------------------------------------
-torchattacks = pytest.importorskip("torchattacks", reason="the cross-checks need torchattacks (a test dependency)")
+@pytest.fixture
+def torchattacks():
+    """Only the cross-checks need torchattacks (a test dependency); the engine tests above do not."""
+    return pytest.importorskip("torchattacks", reason="the cross-checks need torchattacks (a test dependency)")
 
 
-def test_pgd_and_fgsm_match_torchattacks_in_float64():
+def test_pgd_and_fgsm_match_torchattacks_in_float64(torchattacks):
     net, (x, y) = small_net().double(), batch(32, dtype=torch.float64)
     ours = PGD(EPS, EPS / 4, 10, random_start=False)(net, x, y).x_adv
     ref = torchattacks.PGD(net, eps=EPS, alpha=EPS / 4, steps=10, random_start=False)(x, y)
@@ -174,7 +222,7 @@ def test_pgd_and_fgsm_match_torchattacks_in_float64():
     assert (ours - ref).abs().max() < 1e-6
 
 
-def test_cw_inf_matches_torchattacks_upgd_margin_in_float64():
+def test_cw_inf_matches_torchattacks_upgd_margin_in_float64(torchattacks):
     """What is compared: our CWInf (kappa=0, no random start) and torchattacks.UPGD(loss='margin',
     decay=0, random_start=False), 30 steps of eps/4. UPGD's margin takes the max over
     (1-onehot)*logits, i.e. with the true logit replaced by 0 (ours: excluded), and divides the

@@ -129,3 +129,45 @@ def test_fosc_is_float32_whatever_the_input_precision():
     x = torch.rand(4, 1, 8, 8)
     res = PGD(0.1, 0.025, 2, bf16=True)(net, x, torch.arange(4))
     assert res.fosc.dtype == torch.float32 and res.x_adv.dtype == torch.float32
+
+
+# ---- gradient masking: FOSC ~ 0 because the gradient vanishes ------------------------------------
+def _mlp(saturate: bool) -> nn.Module:
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+    if saturate:
+        with torch.no_grad():
+            net[-1].weight.mul_(10.0)
+            net[-1].bias[3] += 1e3  # class 3 wins everywhere by a huge margin: a saturated softmax
+    return net.eval()
+
+
+def test_masking_flags_a_saturated_softmax_and_not_a_normal_model():
+    import duckdb
+    import pandas as pd
+
+    from store import masking
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(64, 1, 4, 4, generator=gen)
+    measured = {}
+    for kind in ("saturated", "normal"):
+        net = _mlp(kind == "saturated")
+        with torch.no_grad():
+            y = net(x).argmax(1)  # correctly classified: the saturated softmax has p_true = 1, g = 0
+        res = PGD(0.1, 0.025, 5, random_start=False)(net, x, y)
+        measured[kind] = pd.DataFrame({"fosc": res.fosc.numpy(), "grad_l1": res.grad_l1.numpy()})
+    sat, normal = measured["saturated"], measured["normal"]
+    assert (sat["fosc"] <= masking.FOSC_ZERO).all()  # reads as perfectly converged ...
+    assert masking.is_masked(sat["fosc"], sat["grad_l1"]).all()  # ... and is flagged as masking
+    assert not masking.is_masked(normal["fosc"], normal["grad_l1"]).any()
+    assert (normal["grad_l1"] > 1e-3).all()
+    # The SQL form is the same rule.
+    con = duckdb.connect()
+    con.register("measured", pd.concat([sat.assign(kind="saturated"), normal.assign(kind="normal")]))
+    got = con.execute(f"SELECT kind, avg(CAST({masking.masked_sql()} AS DOUBLE)) AS share FROM measured "
+                      "GROUP BY kind ORDER BY kind").fetchall()
+    assert got == [("normal", 0.0), ("saturated", 1.0)]
+    assert not masking.is_masked(float("nan"), 0.0)  # a retired step row is never masked
+    with pytest.raises(ValueError):
+        masking.masked_sql("fosc; DROP", "grad_l1")

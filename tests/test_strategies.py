@@ -225,6 +225,38 @@ def test_unsecured_logs_the_fosc_of_the_clean_example(tmp_path):
     torch.testing.assert_close(torch.tensor(rows["fosc"].to_numpy()), expect, rtol=1e-4, atol=1e-6)
 
 
+def test_box_fosc_gradient_norm_and_p_true_columns_equal_an_independent_computation(tmp_path):
+    """One batch, the initial model, no random start: every logged value can be recomputed here."""
+    tiny(tmp_path, "std", "standard", 1, "--n-train", str(BATCH), "--no-random-start")
+    with store.open(tmp_path) as con:
+        rows = con.query_df("SELECT idx, fosc, fosc_box, grad_l1, p_true, correct FROM examples ORDER BY idx")
+        traj = con.query_df("SELECT idx, fosc, fosc_box, grad_l1 FROM steps WHERE step = 0 ORDER BY idx")
+    ds = data.load_dataset("mnist-demo", None, torch.device("cpu"), heldout=HELDOUT, n_train=BATCH)[0]
+    pos = {int(i): p for p, i in enumerate(ds.train_ids)}
+    eps, model = 0.3, initial_cnn4()
+    # steps rows at k = 0 are at x_0 with the initial (eval-mode) model: ||g||_1 and the box FOSC per pixel.
+    ids = torch.tensor([pos[int(i)] for i in traj["idx"]])
+    x0, y = ds.x_train[ids].double(), ds.y_train[ids]
+    g = per_example_grad(model.double(), x0, y)
+    lo, hi = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
+    box = torch.where(g > 0, (hi - x0) * g, (lo - x0) * g).flatten(1).sum(1)
+    assert len(traj) == 4
+    torch.testing.assert_close(torch.tensor(traj["grad_l1"].to_numpy()).double(), g.abs().flatten(1).sum(1), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(traj["fosc_box"].to_numpy()).double(), box, rtol=1e-4, atol=1e-6)
+    assert (traj["fosc_box"] < traj["fosc"]).all()  # black MNIST pixels: part of the ball is out of [0,1]
+    # p_true: the one update's train-mode forward on x_adv, which is PGD-2 of the initial model.
+    ids = torch.tensor([pos[int(i)] for i in rows["idx"]])
+    x0, y = ds.x_train[ids], ds.y_train[ids]
+    attack = PGD(eps, eps / 4, 2, random_start=False)
+    x_adv = attack(initial_cnn4(), x0, y).x_adv
+    with torch.no_grad():
+        logits = initial_cnn4().train()(x_adv)
+    p = torch.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
+    torch.testing.assert_close(torch.tensor(rows["p_true"].to_numpy()), p, rtol=1e-4, atol=1e-5)
+    assert rows["correct"].tolist() == (logits.argmax(1) == y).tolist()  # the same logits
+    assert rows["grad_l1"].gt(0).all() and rows["fosc_box"].le(rows["fosc"] + 1e-5).all()
+
+
 def test_c_max_auto_is_the_mean_fgsm_fosc_and_is_logged(tmp_path):
     tiny(tmp_path, "auto", "dynamic", 1, "--c-max", "auto", "--c-max-batches", "2")
     with store.open(tmp_path) as con:

@@ -31,6 +31,11 @@ def fosc_box(x_k: torch.Tensor, g: torch.Tensor, lo: torch.Tensor, hi: torch.Ten
     return torch.maximum((_flat(hi) - x) * g, (_flat(lo) - x) * g).sum(1)
 
 
+def grad_l1(g: torch.Tensor) -> torch.Tensor:
+    """||g||_1 per example: FOSC = eps*||g||_1 - <x_k - x_0, g> reads ~0 whenever g ~ 0."""
+    return _flat(g).abs().sum(1)
+
+
 def box_bounds(x_0: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The feasible set PGD actually uses: the L-inf eps-ball intersected with [0, 1]."""
     return (x_0 - eps).clamp(0, 1), (x_0 + eps).clamp(0, 1)

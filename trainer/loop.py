@@ -235,7 +235,7 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
         # No attack this epoch: FOSC of the clean example itself (x_k = x_0), from one gradient.
         probe = PGD(cfg.eps, cfg.step_size, 1, random_start=False, norm=cfg.norm, fosc_set=cfg.fosc_set)
         g, _, _ = probe.grad(ctx.model, x0, y)
-        fosc = probe.fosc_of(x0, x0, x0, g)
+        fosc, fosc_box, grad_l1 = probe.measures(x0, x0, x0, g)
         x_adv, steps, traj = x0, torch.zeros(len(y), dtype=torch.int32, device=x0.device), None
     else:
         attack = build_attack(plan.attack, cfg, plan.steps)
@@ -248,25 +248,29 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
                      exact_final=cfg.exact_final_fosc,
                      center_on_start=cfg.official_code_compat and cfg.strategy == "dynamic")
         x_adv, fosc, steps, traj = res.x_adv, res.fosc, res.steps, res.trajectory
+        fosc_box, grad_l1 = res.fosc_box, res.grad_l1
     faults.hit("batch")  # test-only kill point (FOSC_FAULT); a no-op otherwise
     ctx.model.train()
     loss_vec, logits = ctx.strategy.train_loss(ctx.net, x0, x_adv, y, epoch)
     ctx.opt.zero_grad(set_to_none=True)
     loss_vec.mean().backward()
     ctx.opt.step()
-    correct = logits.detach().argmax(1) == y
+    logits = logits.detach().float()
+    correct = logits.argmax(1) == y
     idx = data.train_ids[ids]
     ctx.writer.log("examples", epoch, {
         "batch": torch.full_like(idx, b, dtype=torch.int32), "idx": idx.int(), "fosc": fosc.float(),
+        "fosc_box": fosc_box.float(), "grad_l1": grad_l1.float(),
         "loss": loss_vec.detach().float(), "steps": steps.short(), "correct": correct,
+        "p_true": logits.softmax(1).gather(1, y[:, None]).squeeze(1),  # from the update's own logits
         "c_t": torch.full_like(fosc, plan.c_t),  # NaN for strategies without a threshold
     })
     if traj is not None:
         k, r = traj["fosc"].shape
         ctx.writer.log("steps", epoch, {
             "batch": torch.full((k * r,), b, dtype=torch.int32), "idx": idx[traj["pos"]].int().repeat(k),
-            "step": traj["step"].repeat_interleave(r), "fosc": traj["fosc"].reshape(-1),
-            "loss": traj["loss"].reshape(-1), "active": traj["active"].reshape(-1),
+            "step": traj["step"].repeat_interleave(r),
+            **{m: traj[m].reshape(-1) for m in ("fosc", "fosc_box", "grad_l1", "loss", "active")},
         })
     return torch.stack([loss_vec.detach().sum().double(), correct.sum().double(), fosc.double().nan_to_num().sum(),
                         steps.double().sum(), torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])

@@ -29,7 +29,11 @@ class AttackResult:
     loss: torch.Tensor           # (B,) attack objective at x_adv
     steps: torch.Tensor          # (B,) int32: steps each example moved
     fosc_exact: bool             # False: examples that took every step carry the FOSC of the iterate before
-    trajectory: Optional[dict[str, torch.Tensor]] = None  # step (K+1,), fosc/loss/active (K+1, R)
+    # From the same gradient as ``fosc``: FOSC over the eps-ball intersected with [0,1] (NaN for L2,
+    # which has no closed form there) and ||g||_1 (a vanishing gradient reads as FOSC ~ 0: masking).
+    fosc_box: Optional[torch.Tensor] = None
+    grad_l1: Optional[torch.Tensor] = None
+    trajectory: Optional[dict[str, torch.Tensor]] = None  # step (K+1,), fosc/fosc_box/grad_l1/loss/active (K+1, R)
 
 
 @contextlib.contextmanager
@@ -110,6 +114,16 @@ class Attack:
             return fosc_mod.fosc_box(x, g, lo, hi)
         return fosc_mod.fosc(x, center, g, self.eps, self.norm)
 
+    def measures(self, x: torch.Tensor, center: torch.Tensor, x0: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(3, B): FOSC as configured, box FOSC and ||g||_1, all from the one gradient ``g``."""
+        c = self.fosc_of(x, center, x0, g)
+        if self.norm == "linf":
+            lo, hi = fosc_mod.box_bounds(x0, self.eps)
+            c_box = c if self.fosc_set == "box" else fosc_mod.fosc_box(x, g, lo, hi)
+        else:
+            c_box = torch.full_like(c, float("nan"))
+        return torch.stack([c, c_box, fosc_mod.grad_l1(g)])
+
     def __call__(self, model: torch.nn.Module, x0: torch.Tensor, y: torch.Tensor, *,
                  stop_rule: Optional[StopRule] = None, record: Optional[torch.Tensor] = None,
                  compact: bool = False, exact_final: bool = True, center_on_start: bool = False) -> AttackResult:
@@ -123,21 +137,20 @@ class Attack:
             x = self.start(x0, clip=not center_on_start)
             center = x.clone() if center_on_start else x0
             steps = torch.zeros(B, dtype=torch.int32, device=dev)
-            out_fosc = torch.full((B,), float("nan"), device=dev)
-            out_loss = torch.full((B,), float("nan"), device=dev)
+            out = torch.full((4, B), float("nan"), device=dev)  # fosc, fosc_box, grad_l1, loss
             active = torch.ones(B, dtype=torch.bool, device=dev)
             rows = torch.arange(B, device=dev)
             traj = _Trajectory(record, B, dev)
             for k in range(self.steps):
                 xr = x[rows]
                 g, loss, logits = self.grad(model, xr, target[rows])
-                c = self.fosc_of(xr, center[rows], x0[rows], g)
+                m = torch.cat([self.measures(xr, center[rows], x0[rows], g), loss[None]])
+                c = m[0]
                 act = active[rows]
                 stop = act & stop_rule(k, c, logits, target[rows], rows) if stop_rule is not None else act & False
-                # The last FOSC seen for every computed row; retired rows keep theirs from now on.
-                out_fosc[rows] = torch.where(act, c, out_fosc[rows])
-                out_loss[rows] = torch.where(act, loss, out_loss[rows])
-                traj.add(k, rows, c, loss, act)
+                # The last measures seen for every computed row; retired rows keep theirs from now on.
+                out[:, rows] = torch.where(act, m, out[:, rows])
+                traj.add(k, rows, m, act)
                 active[rows] = act & ~stop
                 move = act & ~stop
                 x[rows] = torch.where(_expand(move, xr), self.project(self.ascent(xr, g), x0[rows]), xr)
@@ -153,14 +166,14 @@ class Attack:
                 if fin.numel():
                     xr = x[fin]
                     g, loss, _ = self.grad(model, xr, target[fin])
-                    c = self.fosc_of(xr, center[fin], x0[fin], g)
+                    m = torch.cat([self.measures(xr, center[fin], x0[fin], g), loss[None]])
                     act = active[fin]
-                    out_fosc[fin] = torch.where(act, c, out_fosc[fin])
-                    out_loss[fin] = torch.where(act, loss, out_loss[fin])
-                    traj.add(self.steps, fin, c, loss, act)
+                    out[:, fin] = torch.where(act, m, out[:, fin])
+                    traj.add(self.steps, fin, m, act)
             else:
                 fosc_exact = False
-        return AttackResult(x.detach(), out_fosc, out_loss, steps, fosc_exact, traj.result())
+        return AttackResult(x.detach(), out[0], out[3], steps, fosc_exact, fosc_box=out[1], grad_l1=out[2],
+                            trajectory=traj.result())
 
 
 def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -174,26 +187,25 @@ class _Trajectory:
         self.record = record if record is not None and record.numel() else None
         self.batch, self.device = batch, device
         self.steps: list[int] = []
-        self.fosc: list[torch.Tensor] = []
-        self.loss: list[torch.Tensor] = []
+        self.measures: list[torch.Tensor] = []   # (4, R) each: fosc, fosc_box, grad_l1, loss
         self.active: list[torch.Tensor] = []
 
-    def add(self, k: int, rows: torch.Tensor, c: torch.Tensor, loss: torch.Tensor, act: torch.Tensor) -> None:
+    def add(self, k: int, rows: torch.Tensor, m: torch.Tensor, act: torch.Tensor) -> None:
+        """``m``: (4, len(rows)) measures of the computed rows at step k."""
         if self.record is None:
             return
-        full_c = torch.full((self.batch,), float("nan"), device=self.device)
-        full_l = torch.full((self.batch,), float("nan"), device=self.device)
+        full_m = torch.full((4, self.batch), float("nan"), device=self.device)
         full_a = torch.zeros(self.batch, dtype=torch.bool, device=self.device)
         # A retired example has no new FOSC: NaN whether its row was computed (mask) or not (compact).
-        nan = float("nan")
-        full_c[rows], full_l[rows], full_a[rows] = torch.where(act, c, nan), torch.where(act, loss, nan), act
+        full_m[:, rows], full_a[rows] = torch.where(act, m, float("nan")), act
         self.steps.append(k)
-        self.fosc.append(full_c[self.record])
-        self.loss.append(full_l[self.record])
+        self.measures.append(full_m[:, self.record])
         self.active.append(full_a[self.record])
 
     def result(self) -> Optional[dict[str, torch.Tensor]]:
         if self.record is None or not self.steps:
             return None
+        m = torch.stack(self.measures)  # (K+1, 4, R)
         return {"step": torch.tensor(self.steps, dtype=torch.int16), "pos": self.record,
-                "fosc": torch.stack(self.fosc), "loss": torch.stack(self.loss), "active": torch.stack(self.active)}
+                "fosc": m[:, 0], "fosc_box": m[:, 1], "grad_l1": m[:, 2], "loss": m[:, 3],
+                "active": torch.stack(self.active)}
