@@ -11,7 +11,6 @@ that no process of it is left. c_max, T' and lr of a live run change through its
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import signal
@@ -66,35 +65,17 @@ class LaunchSpec:
     eval_at_end: bool | None = None  # None: the trainer's default (evaluate the robustness table)
 
 
-# field -> (type, lowest allowed, lowest excluded?, highest allowed)
-NUMBERS = {
-    "eps": (float, 0.0, True, 1.0), "alpha": (float, 0.0, True, 1.0), "steps": (int, 1, False, 10_000),
-    "c_max": (float, 0.0, False, 1e6), "t_prime": (float, 0.0, True, 1e6), "epochs": (int, 1, False, 100_000),
-    "lr": (float, 0.0, True, 10.0), "n_train": (int, 1, False, 10**9), "batch_size": (int, 1, False, 1 << 20),
-    "heldout": (int, 0, False, 10**7), "eval_n": (int, 1, False, 10**9),
-}
+FORM_NUMBERS = ("eps", "alpha", "steps", "c_max", "t_prime", "epochs", "lr", "n_train", "batch_size", "heldout",
+                "eval_n")  # the launch form's number fields; their bounds are the trainer's (store.control.BOUNDS)
 CHOICES = {"strategy": STRATEGIES, "preset": PRESETS, "dataset": DATASETS, "model": MODELS, "device": DEVICES}
 
 
 def parse_number(field: str, value) -> float | int:
-    """A form value (number or text) as the field's type within its bounds, else JobError."""
-    kind, lo, lo_open, hi = NUMBERS[field]
-    label = field.replace("_", "-")
-    if isinstance(value, bool):
-        raise JobError(f"{label} must be a number, got {value!r}")
+    """A form value (number or text) as the field's type within the trainer's bounds, else JobError."""
     try:
-        num = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise JobError(f"{label} must be a number, got {value!r}") from None
-    if not math.isfinite(num):
-        raise JobError(f"{label} must be finite, got {value!r}")
-    if kind is int:
-        if num != int(num):
-            raise JobError(f"{label} must be a whole number, got {value!r}")
-        num = int(num)
-    if num < lo or (lo_open and num == lo) or num > hi:
-        raise JobError(f"{label} must be {'>' if lo_open else '>='} {lo} and <= {hi}, got {value!r}")
-    return num
+        return control.parse(field, value)
+    except ValueError as e:
+        raise JobError(str(e)) from None
 
 
 def _check_path(value: str) -> str:
@@ -127,7 +108,7 @@ def build_argv(runs_dir: str | Path, spec: LaunchSpec) -> list[str]:
         if f.name in CHOICES:
             if value not in CHOICES[f.name]:
                 raise JobError(f"unknown {f.name} {value!r}; choose one of: {', '.join(CHOICES[f.name])}")
-        elif f.name in NUMBERS:
+        elif f.name in FORM_NUMBERS:
             value = parse_number(f.name, value)
         elif f.name == "data_root":
             value = _check_path(value)

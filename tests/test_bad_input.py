@@ -5,6 +5,7 @@ the runs folder's bytes are compared before and after. A last test keeps the tab
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from store import control as store_control
 from store import runs
 from store import sql as store_sql
 from trainer import checkpoint, run
+from trainer import config as config_mod
+from trainer.config import ConfigError, RunConfig
 from trainer.control import ControlFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +71,23 @@ def done(finished, tmp_path) -> Path:
 
 # ---- config values and run names on the command line --------------------------------------------
 CLI = {
-    "config-eps-nan": (["--eps", "nan"], "eps must be a number > 0"),
-    "config-lr-inf": (["--lr", "inf"], "lr must be a number > 0"),
+    "config-eps-nan": (["--eps", "nan"], "eps must be a finite number, got nan"),
+    "config-lr-inf": (["--lr", "inf"], "lr must be a finite number, got inf"),
     "config-batch-size-text": (["--batch-size", "64x"], "invalid value for --batch-size"),
-    "config-n-train-zero": (["--n-train", "0"], "n-train must be an integer >= 1"),
+    "config-n-train-zero": (["--n-train", "0"], "n-train must be a whole number >= 1"),
     "config-milestones-decreasing": (["--milestones", "4,2"], "milestones must be increasing"),
     "config-c-max-text": (["--c-max", "lots"], "c-max must be a number >= 0 or 'auto'"),
-    "config-flush-rows-zero": (["--flush-rows", "0"], "flush-rows >= 1"),
+    "config-flush-rows-zero": (["--flush-rows", "0"], "flush-rows must be a whole number >= 1"),
+    "config-seed-beyond-int64": (["--seed", str(2**64)], "seed must be a whole number >= 0 and <= 4294967295"),
+    "config-batch-size-beyond-int64": (["--batch-size", str(2**63)], "batch-size must be a whole number >= 1"),
+    "config-heldout-pgd-steps-zero": (["--heldout-pgd-steps", "0"], "heldout-pgd-steps must be a whole number >= 1"),
+    "config-heldout-pgd-steps-negative": (["--heldout-pgd-steps", "-2"], "heldout-pgd-steps must be a whole number >= 1"),
+    "config-lr-gamma-zero": (["--lr-gamma", "0"], "lr-gamma must be a number > 0 and <= 1, got 0"),
+    "config-lr-gamma-nan": (["--lr-gamma", "nan"], "lr-gamma must be a finite number, got nan"),
+    "config-l2-eps-huge": (["--norm", "l2", "--eps", "1e300"], "eps must be a number > 0 and <= 100, got 1e+300"),
+    "config-lr-huge": (["--lr", "1e308"], "lr must be a number > 0 and <= 10, got 1e+308"),
+    "name-trailing-newline": (["--name", "ok\n"], "invalid run name 'ok\\n'"),
+    "resume-with-other-name": (["--resume", "tiny-dynamic", "--name", "other"], "leave out --name 'other'"),
     "name-path-traversal": (["--name", "../escaped"], "invalid run name"),
     "name-absolute-path": (["--name", "/tmp/escaped"], "invalid run name"),
     "name-with-slash": (["--name", "a/b"], "invalid run name"),
@@ -95,6 +108,32 @@ def test_cli(case, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["runs"])  # nothing outside either
 
 
+def test_config_device_cuda_without_cuda(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # what a CPU machine answers
+    runs_dir = tmp_path / "runs"
+    assert main_rc([*TINY, "--name", "x", "--runs-dir", str(runs_dir), "--device", "cuda"]) == 2
+    assert "device cuda requested but no CUDA device is available" in one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []  # not even the runs folder: no run stuck at "created"
+
+
+def test_config_runs_dir_empty(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" used to mean ./runs, silently
+    assert main_rc([*TINY, "--name", "x", "--runs-dir", ""]) == 2
+    assert "--runs-dir is empty" in one_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_heldout_larger_than_data(tmp_path, capsys):
+    """Known only once the data is read: the half-made folder is removed, so a retry is not 'exists'."""
+    runs_dir = tmp_path / "runs"
+    argv = [*TINY, "--name", "x", "--runs-dir", str(runs_dir), "--device", "cpu"]
+    assert main_rc([*argv, "--heldout", "5000"]) == 2  # mnist-demo has 4,000 training digits
+    err = capsys.readouterr().err  # the "run x: ... -> folder" line, then the error
+    assert "heldout 5000 leaves no training data (4000 examples)" in one_line(err.splitlines()[-1])
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert not (runs_dir / "x").exists()
+
+
 def test_config_existing_run_name(done, capsys):
     before = snapshot(done)
     assert main_rc([*TINY, "--name", "tiny-dynamic", "--runs-dir", str(done)]) == 2
@@ -105,16 +144,52 @@ def test_config_existing_run_name(done, capsys):
 def test_config_resume_with_changed_config(done, capsys):
     before = snapshot(done)
     assert main_rc(["--resume", "tiny-dynamic", "--runs-dir", str(done), "--eps", "0.1"]) == 2
-    assert "only --epochs and --device may change" in one_line(capsys.readouterr().err)
+    assert "only --epochs and --device may change (--eps 0.1 differs from the saved 0.3)" in one_line(
+        capsys.readouterr().err)
     assert snapshot(done) == before
 
 
 # ---- checkpoints --------------------------------------------------------------------------------
+class Planted:
+    """What a hostile last.pt holds: unpickling it calls open(marker, 'w'), i.e. runs code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _planted(ck: Path) -> None:
+    state = torch.load(ck, weights_only=True)
+    torch.save({**state, "extra": Planted(ck.parents[3] / "PWNED")}, ck)
+
+
+def _reshaped(ck: Path) -> None:
+    state = torch.load(ck, weights_only=True)
+    name = next(k for k, t in state["model"].items() if t.dim() == 4)  # a conv weight, one more channel
+    w = state["model"][name]
+    state["model"][name] = torch.zeros(w.shape[0] + 1, *w.shape[1:])
+    torch.save(state, ck)
+
+
+def _epoch_text(ck: Path) -> None:
+    torch.save({**torch.load(ck, weights_only=True), "epoch": "two"}, ck)
+
+
+def _bytes(change):
+    return lambda ck: ck.write_bytes(change(ck.read_bytes()))
+
+
 CHECKPOINTS = {
-    "checkpoint-truncated": (lambda b: b[: len(b) // 3], "it may be corrupt"),
-    "checkpoint-empty": (lambda b: b"", "it may be corrupt"),
-    "checkpoint-random-bytes": (lambda b: bytes(range(256)) * 64, "it may be corrupt"),
-    "checkpoint-foreign": (None, "is not a FOSC Lab checkpoint"),
+    "checkpoint-truncated": (_bytes(lambda b: b[: len(b) // 3]), "it may be corrupt"),
+    "checkpoint-empty": (_bytes(lambda b: b""), "it may be corrupt"),
+    "checkpoint-random-bytes": (_bytes(lambda b: bytes(range(256)) * 64), "it may be corrupt"),
+    "checkpoint-foreign": (lambda ck: torch.save({"weights": torch.zeros(3)}, ck), "is not a FOSC Lab checkpoint"),
+    "checkpoint-planted-pickle": (_planted, "asks to load io.open, not only tensors and plain values; "
+                                           "refused without running it"),
+    "checkpoint-wrong-shape": (_reshaped, "does not fit run 'tiny-dynamic': Error(s) in loading state_dict"),
+    "checkpoint-epoch-text": (_epoch_text, "is damaged: epoch is str, not int"),
 }
 
 
@@ -122,14 +197,71 @@ CHECKPOINTS = {
 def test_checkpoint(case, done, capsys):
     damage, words = CHECKPOINTS[case]
     ck = checkpoint.path(done / "tiny-dynamic")
-    if damage is None:
-        torch.save({"weights": torch.zeros(3)}, ck)  # some other program's file
-    else:
-        ck.write_bytes(damage(ck.read_bytes()))
+    damage(ck)
+    before = snapshot(done)
+    for argv in (["--epochs", "3"], []):  # with --epochs it would also rewrite the config
+        assert main_rc(["--resume", "tiny-dynamic", "--runs-dir", str(done), "--quiet", *argv]) == 2
+        assert words in one_line(capsys.readouterr().err)
+    assert snapshot(done) == before  # the damaged file stays for inspection; nothing else changed
+    assert not (done.parent / "PWNED").exists()  # nothing in the file ran
+
+
+def test_checkpoint_planted_pickle_evaluate(done, capsys):
+    """trainer.evaluate loads the same checkpoint the same way: refused, one line, exit 2, nothing ran."""
+    from trainer import evaluate
+
+    _planted(checkpoint.path(done / "tiny-dynamic"))
+    before = snapshot(done)
+    assert evaluate.main(["tiny-dynamic", "--runs-dir", str(done), "--checkpoint", "last", "--quiet"]) == 2
+    assert "refused without running it" in one_line(capsys.readouterr().err)
+    assert snapshot(done) == before and not (done.parent / "PWNED").exists()
+
+
+def test_checkpoint_would_run_without_weights_only(done):
+    """The planted file really is hostile: the old torch.load(weights_only=False) runs it."""
+    ck = checkpoint.path(done / "tiny-dynamic")
+    _planted(ck)
+    torch.load(ck, weights_only=False)
+    assert (done.parent / "PWNED").exists()
+
+
+# ---- a saved config.json that is not a run's config -------------------------------------------------
+SAVED_CONFIGS = {
+    "saved-config-list": ("[]", "is not a valid run config: a run config must be a JSON object, got list"),
+    "saved-config-empty-object": ("{}", "missing field(s) strategy, dataset, model"),
+    "saved-config-wrong-type": (None, "steps must be a whole number >= 1 and <= 10000, got '3'"),
+    "saved-config-not-utf8": (b'{"strategy": "dyn\xffamic"}', "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAVED_CONFIGS), ids=list(SAVED_CONFIGS))
+def test_saved_config(case, done, capsys):
+    text, words = SAVED_CONFIGS[case]
+    cfg_path = done / "tiny-dynamic" / runs.CONFIG
+    if text is None:
+        text = json.dumps({**json.loads(cfg_path.read_text()), "steps": "3"})
+    cfg_path.write_bytes(text if isinstance(text, bytes) else text.encode())
     before = snapshot(done)
     assert main_rc(["--resume", "tiny-dynamic", "--runs-dir", str(done), "--quiet"]) == 2
     assert words in one_line(capsys.readouterr().err)
-    assert snapshot(done) == before  # the damaged file stays for inspection; nothing else changed
+    assert snapshot(done) == before
+
+
+# ---- resumes that would contradict the saved run ------------------------------------------------------
+def test_resume_fewer_epochs_than_done(done, capsys):
+    """--epochs 1 on a finished 2-epoch run would rewrite the config (the dashboard then shows 2/1)."""
+    before = snapshot(done)
+    assert main_rc(["--resume", "tiny-dynamic", "--runs-dir", str(done), "--epochs", "1", "--quiet"]) == 2
+    assert "--epochs 1 is fewer than the 2 epochs run 'tiny-dynamic' has already trained" in one_line(
+        capsys.readouterr().err)
+    assert snapshot(done) == before
+
+
+def test_resume_flag_equal_to_saved_is_accepted_different_is_named(done, capsys):
+    before = snapshot(done)
+    assert main_rc(["--resume", "tiny-dynamic", "--runs-dir", str(done), "--steps", "4", "--quiet"]) == 2
+    assert "(--steps 4 differs from the saved 3)" in one_line(capsys.readouterr().err)
+    assert snapshot(done) == before
 
 
 # ---- a damaged Parquet file in a run -------------------------------------------------------------
@@ -185,9 +317,10 @@ def test_parquet_truncated_resume(done, capsys):
 CONTROL = {
     "control-not-json": ("{stop: true", "control file ignored"),
     "control-not-an-object": ("[1, 2]", "must hold a JSON object"),
-    "control-negative-lr": ('{"lr": -0.1, "c_max": 0.2}', "lr must be > 0.0"),
+    "control-negative-lr": ('{"lr": -0.1, "c_max": 0.2}', "lr must be a number > 0 and <= 10"),
+    "control-huge-lr": ('{"lr": 1e308, "t_prime": 3}', "lr must be a number > 0 and <= 10, got 1e+308"),
     "control-infinite-c-max": ('{"c_max": Infinity, "t_prime": 3}', "c_max must be a finite number"),
-    "control-text-value": ('{"t_prime": "30; rm -rf /", "lr": 0.002}', "t_prime must be a finite number"),
+    "control-text-value": ('{"t_prime": "30; rm -rf /", "lr": 0.002}', "t_prime must be a number > 0"),
     "control-unknown-key": ('{"epochs": 99, "lr": 0.002}', "unknown control key 'epochs'"),
 }
 
@@ -212,7 +345,7 @@ def test_control(case, tmp_path):
 
 
 def _valid(key, value) -> bool:
-    if key not in store_control.KEYS:
+    if key not in store_control.CONTROL_KEYS:
         return False
     try:
         store_control.validate(key, value)
@@ -291,7 +424,7 @@ def test_run_name(case, done):
 
 FORMS = {
     "form-lr-shell-text": ("adjust", {"lr": "0.1; rm -rf /"}, "lr must be a number"),
-    "form-c-max-nan": ("adjust", {"c_max": "nan"}, "c-max must be finite"),
+    "form-c-max-nan": ("adjust", {"c_max": "nan"}, "c-max must be a finite number"),
     "form-unknown-field": ("adjust", {"epochs": 5}, "cannot adjust epochs"),
     "form-data-root-shell": ("launch", {"data_root": "/tmp/x; touch /tmp/pwned"}, "should not have"),
     "form-eps-text": ("launch", {"eps": "0.3 --device cuda"}, "eps must be a number"),
@@ -313,13 +446,31 @@ def test_form(case, done):
     assert snapshot(done) == before
 
 
+def test_bounds_one_registry(tmp_path, monkeypatch):
+    """RunConfig, the trainer's control file and the dashboard's forms read the same bounds
+    (store.control.BOUNDS): tightening one entry there changes what all three accept."""
+    cfg = RunConfig(lr=0.5)
+    ctl_path = tmp_path / runs.CONTROL
+    ctl_path.write_text('{"lr": 0.5}')
+    assert cfg.validate() and jobs.parse_number("lr", "0.5") == 0.5
+    assert ControlFile(ctl_path).poll() == [("lr", 0.5)]
+    monkeypatch.setitem(store_control.BOUNDS, "lr", store_control.Bound(float, 0.0, 0.1, lo_open=True))
+    with pytest.raises(ConfigError, match="lr must be a number > 0 and <= 0.1, got 0.5"):
+        cfg.validate()
+    with pytest.raises(jobs.JobError, match="lr must be a number > 0 and <= 0.1, got '0.5'"):
+        jobs.parse_number("lr", "0.5")
+    assert ControlFile(ctl_path).poll() == [("error", "lr must be a number > 0 and <= 0.1, got 0.5")]
+    covered = {*store_control.BOUNDS, *config_mod.CHOICES, *config_mod.BOOLS, "data_root"}
+    assert covered == {f.name for f in dataclasses.fields(RunConfig)}  # every field has a check
+
+
 # ---- the table in docs/ROBUSTNESS.md lists exactly these tests ------------------------------------
 def test_doc_table_matches_tests():
     in_doc = re.findall(r"^\| `([a-z0-9-]+)` \|", DOC.read_text(), re.M)
-    params = [*CLI, *CHECKPOINTS, *CONTROL, *SQL, *RUN_NAMES, *FORMS]
+    params = [*CLI, *CHECKPOINTS, *SAVED_CONFIGS, *CONTROL, *SQL, *RUN_NAMES, *FORMS]
     singles = [n[len("test_"):].replace("_", "-") for n, f in globals().items()
                if n.startswith("test_") and callable(f) and n not in (
-                   "test_cli", "test_checkpoint", "test_control", "test_sql", "test_run_name", "test_form",
+                   "test_cli", "test_checkpoint", "test_saved_config", "test_control", "test_sql", "test_run_name", "test_form",
                    "test_doc_table_matches_tests")]
     assert sorted(in_doc) == sorted(params + singles)
     assert len(in_doc) == len(set(in_doc))

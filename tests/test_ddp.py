@@ -19,7 +19,7 @@ import torch
 
 import store
 from store import control, runs
-from trainer import dist
+from trainer import checkpoint, dist
 from trainer.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_final_weights_equal_across_ranks_and_rank0_checkpoint(ddp_run):
     runs_dir, weights = ddp_run
     r0, r1 = dumped(weights)
     assert same(r0, r1)  # parameters and BatchNorm statistics
-    assert same(r0, torch.load(runs_dir / "ddp" / "checkpoints" / "last.pt", weights_only=False)["model"])
+    assert same(r0, checkpoint.load(runs_dir / "ddp" / "checkpoints" / "last.pt")["model"])
 
 
 @pytest.mark.slow

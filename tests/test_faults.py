@@ -22,6 +22,7 @@ import torch
 
 import store
 from store import runs
+from trainer import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
@@ -72,12 +73,12 @@ def run_to_end(runs_dir: Path, *args: str, fault: str | None = None) -> tuple[in
 
 def done_epochs(run: Path) -> int:
     """Epochs saved in the resume checkpoint (what a resumed process will not redo)."""
-    path = run / "checkpoints" / "last.pt"
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1 if path.exists() else 0
+    path = checkpoint.path(run)
+    return checkpoint.load(path)["epoch"] + 1 if path.exists() else 0
 
 
 def final_model(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
+    return checkpoint.load(checkpoint.path(run))["model"]
 
 
 def examples(runs_dir: Path, name: str):

@@ -125,3 +125,23 @@ def test_control_file_changes_a_live_run_and_bad_files_are_reported(tmp_path, mo
     assert ep["lr"].tolist() == pytest.approx([0.005, 0.005])
     assert ep["c_max"].tolist() == pytest.approx([0.2, 0.2]) and ep["t_prime"].tolist() == pytest.approx([2.0, 2.0])
     assert ep["c_t"][1] == pytest.approx(0.1)
+
+
+def test_control_value_out_of_bounds_is_refused_and_never_reapplied(tmp_path, monkeypatch):
+    """lr 1e308 in control.json (written by hand: store.control.write refuses it) would turn every
+    weight into inf. The trainer refuses it with the config's bound, logs why, and keeps training;
+    a resume reads the same file and still does not apply it."""
+    rd = tmp_path / "huge"
+    hooked(monkeypatch, {(0, 1): lambda: (rd / runs.CONTROL).write_text('{"lr": 1e308}')})
+    assert tiny(tmp_path, "huge", 1) == 0
+    assert resume(tmp_path, "huge", "--epochs", "2") == 0
+    assert runs.read_status(rd)["state"] == "finished"
+    ev = query(tmp_path, "SELECT kind, detail FROM events WHERE run = 'huge' AND (kind LIKE 'set_%' OR "
+                         "kind LIKE 'control_%') ORDER BY time")
+    assert ev["kind"].tolist() == ["control_error", "control_error"]  # once per process, never applied
+    assert all("lr must be a number > 0 and <= 10, got 1e+308" in d for d in ev["detail"])
+    ep = query(tmp_path, "SELECT lr, loss_mean FROM epochs WHERE run = 'huge' ORDER BY epoch")
+    assert ep["lr"].tolist() == pytest.approx([0.01, 0.01])  # the quick preset's lr, both epochs
+    assert ep["loss_mean"].map(lambda v: v == v and abs(v) < 1e3).all()
+    w = weights(rd)
+    assert all(torch.isfinite(t).all() for t in w.values() if t.is_floating_point())

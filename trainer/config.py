@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from store import control as bounds  # the one registry of numeric bounds
 
 STRATEGIES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm-pgd", "fat", "trades")
 MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
@@ -84,51 +85,36 @@ class RunConfig:
 
     # ---- checks -------------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
-        def bad(msg: str) -> None:
-            raise ConfigError(msg)
-
-        for name, allowed in (("strategy", STRATEGIES), ("model", MODELS), ("dataset", DATASETS),
-                              ("norm", NORMS), ("fosc_set", FOSC_SETS), ("bn_mode", BN_MODES),
-                              ("compact", COMPACT), ("device", DEVICES), ("curriculum_mode", CURRICULUM_MODES)):
-            if getattr(self, name) not in allowed:
-                bad(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}")
-        _positive_finite(self.eps, "eps")
-        if self.alpha is not None:
-            _positive_finite(self.alpha, "alpha")
-        if self.norm == "linf" and self.eps > 1:
-            bad(f"eps {self.eps} is larger than the [0,1] pixel range")
+        """Every field, before anything is created: ConfigError (one line) naming the first bad value.
+        Numbers are checked against store.control.BOUNDS, the registry the control file and the
+        dashboard's forms read too."""
+        for name, allowed in CHOICES.items():
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
+                _bad(f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}")
+        for name in BOOLS:
+            v = getattr(self, name)
+            if not isinstance(v, bool) and not (v is None and name in OPTIONAL):
+                _bad(f"{name.replace('_', '-')} must be true or false, got {v!r}")
+        if self.data_root is not None and (not isinstance(self.data_root, str) or not self.data_root.strip()):
+            _bad(f"data-root must be a path, got {self.data_root!r}")
+        if isinstance(self.c_max, str) and self.c_max != "auto":
+            _bad(f"c-max must be a number >= 0 or 'auto', got {self.c_max!r}")
+        for name in bounds.BOUNDS:
+            v = getattr(self, name)
+            if name in OPTIONAL and v is None or name == "c_max" and v == "auto":
+                continue
+            if name in ("milestones", "fat_tau_epochs"):
+                _check_epochs_list(name, v)
+            else:
+                _check(name, v)
+        if self.norm == "linf" and self.eps > bounds.LINF_EPS_MAX:
+            _bad(f"eps {self.eps} is larger than the [0,1] pixel range")
         if self.fosc_set == "box" and self.norm != "linf":
-            bad("fosc-set box is defined for the linf ball only")
-        for name in ("steps", "epochs", "batch_size", "c_max_batches"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                bad(f"{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-        for name in ("n_train", "n_test", "eval_n"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                bad(f"{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
-        if self.heldout < 0 or self.trajectory_examples < 0:
-            bad("heldout and trajectory-examples must be >= 0")
-        if isinstance(self.c_max, str):
-            if self.c_max != "auto":
-                bad(f"c-max must be a number >= 0 or 'auto', got {self.c_max!r}")
-        else:
-            if not math.isfinite(self.c_max) or self.c_max < 0:
-                bad(f"c-max must be a number >= 0 or 'auto', got {self.c_max!r}")
-        _positive_finite(self.t_prime, "t-prime")
-        _positive_finite(self.lr, "lr")
-        for name in ("momentum", "weight_decay", "trades_beta", "flush_seconds"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                bad(f"{name.replace('_', '-')} must be a number >= 0, got {v!r}")
-        if self.fgsm_epochs < 0 or self.curriculum_patience < 1 or self.flush_rows < 1:
-            bad("fgsm-epochs must be >= 0, curriculum-patience and flush-rows >= 1")
-        if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
-            bad(f"milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+            _bad("fosc-set box is defined for the linf ball only")
         if self.official_code_compat and self.strategy != "dynamic":
-            bad(f"official-code-compat reproduces the authors' Dynamic code; it needs strategy dynamic, not {self.strategy!r}")
+            _bad(f"official-code-compat reproduces the authors' Dynamic code; it needs strategy dynamic, not {self.strategy!r}")
         if self.bn_mode == "train" and self.compact == "always":
-            bad("compact=always needs bn-mode eval (train-mode BatchNorm couples the examples of a batch)")
+            _bad("compact=always needs bn-mode eval (train-mode BatchNorm couples the examples of a batch)")
         return self
 
     # ---- JSON round trip ----------------------------------------------------------------------
@@ -144,10 +130,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """A config from JSON (not yet validated): ConfigError if it is no object, names an unknown
+        field or lacks one of REQUIRED."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config must be a JSON object, got {type(d).__name__}")
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(names))
         if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown config field(s): {', '.join(map(str, unknown))[:200]}")
+        missing = [k for k in REQUIRED if k not in d]
+        if missing:
+            raise ConfigError(f"not a run config: missing field(s) {', '.join(missing)}")
         kwargs = {}
         for k, v in d.items():
             if isinstance(v, list):
@@ -214,9 +207,34 @@ HELP: dict[str, str] = {
 }
 
 
-def _positive_finite(v: Any, name: str) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-        raise ConfigError(f"{name} must be a number > 0, got {v!r}")
+CHOICES = {"strategy": STRATEGIES, "model": MODELS, "dataset": DATASETS, "norm": NORMS, "fosc_set": FOSC_SETS,
+           "bn_mode": BN_MODES, "compact": COMPACT, "device": DEVICES, "curriculum_mode": CURRICULUM_MODES}
+BOOLS = ("augment", "random_start", "official_code_compat", "bf16", "exact_final_fosc", "eval_at_end")
+OPTIONAL = ("augment", "alpha", "n_train", "n_test", "eval_n")  # None means "the default" for these
+# What a saved config.json must name at least: a file without them is not a run's config (an empty
+# {} would otherwise resume silently with defaults). Fields added later may be missing: they default.
+REQUIRED = ("strategy", "dataset", "model", "eps", "steps", "epochs", "batch_size", "lr", "seed")
+
+
+def _bad(msg: str) -> None:
+    raise ConfigError(msg)
+
+
+def _check(name: str, v: Any) -> None:
+    try:
+        bounds.check(name, v)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _check_epochs_list(name: str, v: Any) -> None:
+    label = name.replace("_", "-")
+    if not isinstance(v, (tuple, list)) or len(v) > 1000:
+        _bad(f"{label} must be a list of epochs like 20,40, got {v!r}")
+    for m in v:
+        _check(name, m)
+    if list(v) != sorted(v):
+        _bad(f"{label} must be increasing epochs, got {list(v)}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -3,7 +3,9 @@
 ``control.json`` in the run folder holds any of ``{"stop": true, "c_max": 0.3, "t_prime": 30,
 "lr": 0.001}``. The trainer looks at it between batches (one stat call; the file is read only when
 it changed) and applies each value that differs from what it last applied. A malformed file or a
-bad value is reported (as an event) and ignored: it never stops training.
+bad value (outside the bounds of store.control.BOUNDS, the same as the config's) is reported (as an
+event) and ignored: it never stops training, and since it is never applied a resume does not apply
+it either.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from store.control import validate, write  # noqa: F401  (the format lives in the store)
+from store.control import validate  # the format and the bounds live in the store
 
 
 class ControlFile:
@@ -59,5 +61,13 @@ class ControlFile:
         return {"applied": dict(self.applied)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.applied = dict(state.get("applied", {}))
+        """What a checkpoint says was applied; only values that pass today's bounds are kept (a
+        checkpoint is a file in the runs folder, as untrusted as the control file)."""
+        applied = state.get("applied", {}) if isinstance(state, dict) else {}
+        self.applied = {}
+        for key, value in (applied.items() if isinstance(applied, dict) else ()):
+            try:
+                self.applied[key] = validate(key, value)
+            except ValueError:
+                continue
 

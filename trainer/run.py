@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import types
 import typing
@@ -98,11 +99,13 @@ def _progress(quiet: bool):
 
 def _new_run(ns, cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
     from trainer import data, loop
+    from trainer.device import pick_device
 
     name = ns.name or f"{cfg.strategy}-{cfg.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     rd = runs.run_dir(runs_dir, name)
     if rd.exists():
         raise runs.StoreError(f"run {name!r} already exists in {runs_dir}; use --resume {name} or another --name")
+    pick_device(cfg.device)  # --device cuda without CUDA: refused here, not in a half-made run
     data.check_source(cfg.dataset, cfg.data_root)
     runs_dir.mkdir(parents=True, exist_ok=True)
     rd.mkdir()
@@ -117,23 +120,26 @@ def _new_run(ns, cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
 
 def _resume_run(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
     from trainer import checkpoint
+    from trainer.device import pick_device
 
+    if ns.name is not None and ns.name != ns.resume:
+        raise ConfigError(f"--resume {ns.resume} continues that run under its own name; leave out --name {ns.name!r}")
     rd = runs.run_dir(runs_dir, ns.resume)
     if not (rd / runs.CONFIG).is_file():
         raise runs.StoreError(f"no run {ns.resume!r} in {runs_dir}")
     cfg = _saved_config(rd)
-    changes = {k: getattr(ns, k) for k in ("epochs", "device") if getattr(ns, k) is not None}
-    others = [f.name for f in dataclasses.fields(RunConfig)
-              if getattr(ns, f.name) is not None and f.name not in changes]
-    if others or ns.preset:
-        raise ConfigError(f"--resume keeps the run's saved config; only --epochs and --device may change (got --{others[0].replace('_', '-') if others else 'preset'})")
+    changes = _resume_changes(ns, cfg)
     if runs.effective_state(rd) == "running":
         raise runs.StoreError(f"run {ns.resume!r} is still running (pid {runs.read_status(rd).get('pid')})")
     if changes:
         cfg = cfg.replace(**changes).validate()
+    pick_device(cfg.device)
     # Every check before the first write: bad input leaves the run as it was.
-    if checkpoint.path(rd).exists():
-        checkpoint.load(checkpoint.path(rd))  # a corrupt checkpoint is a one-line error here, not a crash later
+    done = _check_checkpoint(rd, cfg) if checkpoint.path(rd).exists() else 0
+    if "epochs" in changes and changes["epochs"] < done:
+        raise ConfigError(f"--epochs {changes['epochs']} is fewer than the {done} epochs run {ns.resume!r} has "
+                          f"already trained (saved config: epochs {runs.read_json(rd / runs.CONFIG)['epochs']}); "
+                          "nothing changed")
     if changes:
         runs.write_json(rd / runs.CONFIG, cfg.to_dict())
     if store_control.read(rd).get("stop"):
@@ -141,11 +147,50 @@ def _resume_run(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
     return rd, ns.resume, cfg
 
 
+RESUME_MAY_CHANGE = ("epochs", "device")
+
+
+def _resume_changes(ns, cfg: RunConfig) -> dict:
+    """The flags a resume may change; a flag that differs from the saved config is refused, named."""
+    if ns.preset:
+        raise ConfigError("--resume keeps the run's saved config; leave out --preset")
+    for f in dataclasses.fields(RunConfig):
+        given = getattr(ns, f.name)
+        if f.name not in RESUME_MAY_CHANGE and given is not None and given != getattr(cfg, f.name):
+            flag = f.name.replace("_", "-")
+            raise ConfigError(f"--resume keeps the run's saved config; only --epochs and --device may change "
+                              f"(--{flag} {given!r} differs from the saved {getattr(cfg, f.name)!r})")
+    return {k: getattr(ns, k) for k in RESUME_MAY_CHANGE if getattr(ns, k) is not None}
+
+
+def _check_checkpoint(rd: Path, cfg: RunConfig) -> int:
+    """Load the resume checkpoint into the run's model as training will; the epochs it has done.
+    CheckpointError (one line) if it is damaged, hostile, or does not fit the run's model."""
+    import torch
+
+    from trainer import checkpoint, evaluate
+
+    path = checkpoint.path(rd)
+    try:
+        _, ck_cfg, epoch = evaluate.load_checkpoint(rd, "last", torch.device("cpu"))
+    except checkpoint.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: tensors of the wrong shape
+        raise checkpoint.CheckpointError(f"checkpoint {path} does not fit run {rd.name!r}: "
+                                         f"{str(e).splitlines()[0][:200]}") from None
+    if (ck_cfg.model, ck_cfg.dataset) != (cfg.model, cfg.dataset):
+        raise checkpoint.CheckpointError(f"checkpoint {path} is of a {ck_cfg.model} on {ck_cfg.dataset}, but run "
+                                         f"{rd.name!r} trains a {cfg.model} on {cfg.dataset}")
+    return epoch + 1
+
+
 def _saved_config(rd: Path) -> RunConfig:
     try:
         return RunConfig.from_dict(runs.read_json(rd / runs.CONFIG)).validate()
-    except TypeError as e:  # a field of the wrong type or shape
-        raise ConfigError(f"{rd / runs.CONFIG} is not a valid run config ({e})") from None
+    except ConfigError as e:
+        raise ConfigError(f"{rd / runs.CONFIG} is not a valid run config: {e}") from None
+    except (TypeError, UnicodeDecodeError) as e:  # a field of the wrong type or shape; bytes that are no text
+        raise ConfigError(f"{rd / runs.CONFIG} is not a valid run config ({type(e).__name__})") from None
 
 
 def _prepare(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
@@ -155,6 +200,21 @@ def _prepare(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
     return (*_new_run(ns, cfg, runs_dir), cfg)
 
 
+def _runs_dir(ns) -> Path:
+    if ns.runs_dir is not None and not ns.runs_dir.strip():
+        raise ConfigError(f"--runs-dir is empty; give a folder, or leave the flag out for ${runs.RUNS_DIR_ENV} or ./runs")
+    return Path(ns.runs_dir) if ns.runs_dir else runs.default_runs_dir()
+
+
+def _remove_unstarted(rd: Path) -> None:
+    """A new run refused while setting up (held-out set larger than the data, batches that do not
+    split over the ranks): remove the folder this process made, so a retry does not say "exists".
+    Only if it holds nothing but the config and meta files written by _new_run."""
+    made = [p for p in rd.rglob("*") if not p.is_dir()]
+    if all(p.parent == rd and p.name in (runs.CONFIG, runs.META) for p in made):
+        shutil.rmtree(rd, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     from trainer import dist
@@ -162,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.data import DataError
 
     try:
-        runs_dir = Path(ns.runs_dir) if ns.runs_dir else runs.default_runs_dir()
+        runs_dir = _runs_dir(ns)
         rd, name, cfg = dist.from_rank0(lambda: _prepare(ns, runs_dir))  # under torchrun: once, on rank 0
     except (ConfigError, DataError, runs.StoreError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -177,15 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = loop.train(cfg, rd, name, resume=bool(ns.resume), progress=_progress(ns.quiet))
     except (DataError, CheckpointError, ConfigError) as e:
+        if not ns.resume and dist.rank_world()[0] == 0:
+            _remove_unstarted(rd)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (WriterError, OSError) as e:
         print(f"error: {e}. The run stopped; free space or fix permissions, then: "
               f"python -m trainer.run --resume {name} --runs-dir {runs_dir}", file=sys.stderr)
         return EXIT_IO
-    print(f"run {name} {state}. Query it: python -m store.sql --runs-dir {runs_dir} "
-          f"\"SELECT epoch, fosc_mean, steps_mean, heldout_pgd_acc FROM epochs WHERE run = '{name}' ORDER BY epoch\"",
-          file=sys.stderr)
+    from trainer import results  # what it measured, and where to look further (issue 13 section 4)
+
+    print(f"run {name} {state}.\n{results.run_report(rd, runs_dir)}", file=sys.stderr)
     return 0
 
 
