@@ -24,7 +24,7 @@ from trainer.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS, N, BATCH = 3, 256, 64
-FLAGS = ["--preset", "quick", "--strategy", "dynamic", "--c-max", "auto", "--t-prime", "2", "--dataset", "mnist",
+FLAGS = ["--preset", "quick", "--strategy", "dynamic", "--c-max", "auto", "--c-max-auto-at", "start", "--t-prime", "2", "--dataset", "mnist",
          "--epochs", str(EPOCHS), "--n-train", str(N), "--batch-size", str(BATCH), "--steps", "5", "--heldout", "64",
          "--heldout-pgd-steps", "3", "--n-test", "64", "--no-eval-at-end", "--flush-rows", "32", "--device", "cpu",
          "--quiet"]

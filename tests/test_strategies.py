@@ -258,7 +258,7 @@ def test_box_fosc_gradient_norm_and_p_true_columns_equal_an_independent_computat
 
 
 def test_c_max_auto_is_the_mean_fgsm_fosc_and_is_logged(tmp_path):
-    tiny(tmp_path, "auto", "dynamic", 1, "--c-max", "auto", "--c-max-batches", "2")
+    tiny(tmp_path, "auto", "dynamic", 1, "--c-max", "auto", "--c-max-batches", "2", "--c-max-auto-at", "start")
     with store.open(tmp_path) as con:
         ev = con.query_df("SELECT detail FROM events WHERE run = 'auto' AND kind = 'c_max_auto'")
         ep = con.query_df("SELECT c_max, c_t FROM epochs WHERE run = 'auto'")
@@ -274,6 +274,33 @@ def test_c_max_auto_is_the_mean_fgsm_fosc_and_is_logged(tmp_path):
     fosc = eps * g1.abs().flatten(1).sum(1) - ((x1 - x0) * g1).flatten(1).sum(1)
     assert logged == pytest.approx(float(fosc.mean()), rel=1e-4)
     assert ep["c_max"][0] == pytest.approx(logged, rel=1e-5) and ep["c_t"][0] == pytest.approx(logged, rel=1e-5)
+
+
+def test_c_max_auto_after_warm_up_is_estimated_on_the_model_trained_for_one_epoch(tmp_path):
+    rd = tiny(tmp_path, "warm", "dynamic", 2, "--c-max", "auto", "--c-max-batches", "2")
+    with store.open(tmp_path) as con:
+        ev = con.query_df("SELECT epoch, detail FROM events WHERE run = 'warm' AND kind = 'c_max_auto'")
+        ep = con.query_df("SELECT epoch, c_max, c_t FROM epochs WHERE run = 'warm' ORDER BY epoch")
+        steps = con.query_df("SELECT epoch, max(steps) AS k FROM examples WHERE run = 'warm' GROUP BY epoch ORDER BY epoch")
+    assert ev["epoch"].tolist() == [0]  # made at the end of epoch 0, once
+    logged = float(ev["detail"][0])
+    assert math.isinf(ep["c_t"][0]) and steps["k"].tolist()[0] == 1  # warm-up: one PGD step per example
+    # Independently: FGSM FOSC on the first 2 batches with the weights after epoch 0, taken from a
+    # 1-epoch copy of the run (epoch 0 does not depend on the number of epochs).
+    tiny(tmp_path, "warm1", "dynamic", 1, "--c-max", "auto", "--c-max-batches", "2")
+    model = initial_cnn4()
+    model.load_state_dict(final_weights(tmp_path / "warm1"))
+    model.eval()
+    ds = train_data()
+    ids = data.epoch_order(N_TRAIN, 0, 0, "cpu")[:2 * BATCH]
+    eps, x0, y = 0.3, ds.x_train[ids], ds.y_train[ids]
+    x1 = (x0 + eps * per_example_grad(model, x0, y).sign()).clamp(0, 1)
+    g1 = per_example_grad(model, x1, y)
+    fosc = eps * g1.abs().flatten(1).sum(1) - ((x1 - x0) * g1).flatten(1).sum(1)
+    assert logged == pytest.approx(float(fosc.mean()), rel=1e-4)
+    assert ep["c_max"].tolist() == pytest.approx([logged, logged], rel=1e-5)
+    assert ep["c_t"][1] == pytest.approx(schedule_c_t(1, logged, 4.0), rel=1e-5)  # the quick preset's T' = 4
+    assert RunConfig.from_json((rd / "config.json").read_text()).c_max_auto_at == "warmup"  # which was used
 
 
 def test_official_code_compat_run_differs_from_the_paper_run(tmp_path):

@@ -21,6 +21,7 @@ BN_MODES = ("eval", "train")
 COMPACT = ("auto", "always", "never")
 DEVICES = ("auto", "cpu", "cuda")
 CURRICULUM_MODES = ("plateau", "fixed")
+C_MAX_AUTO_AT = ("warmup", "start")
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,7 @@ class RunConfig:
     bn_mode: str = "eval"                # BatchNorm mode while attacking
     # Dynamic (Algorithm 1)
     c_max: float | str = 0.5             # or 'auto': mean FOSC of FGSM examples on the first batches
+    c_max_auto_at: str = "warmup"        # auto: estimate after warm-up epoch 0 ('warmup') or on the untrained model
     c_max_batches: int = 10
     t_prime: float = 40.0
     # other strategies
@@ -177,6 +179,8 @@ HELP: dict[str, str] = {
     "bn_mode": "BatchNorm mode while attacking: eval (per-example, default) or train",
     "c_max": "dynamic: c_max of c_t = max(c_max - t c_max / T', 0), or 'auto' (mean FGSM FOSC)",
     "c_max_batches": "dynamic --c-max auto: batches of FGSM examples to average",
+    "c_max_auto_at": "dynamic --c-max auto: warmup (estimate after epoch 0, trained with one PGD step per "
+                     "example, i.e. c_t = inf) or start (on the untrained model, paper §4.1 read literally)",
     "t_prime": "dynamic: T', the epoch at which c_t reaches 0; curriculum fixed: epochs to reach K",
     "fgsm_epochs": "fgsm-pgd: FGSM for the first N epochs, then PGD",
     "curriculum_mode": "curriculum: plateau (k+1 when training accuracy stalls) or fixed (by epoch)",
@@ -208,7 +212,8 @@ HELP: dict[str, str] = {
 
 
 CHOICES = {"strategy": STRATEGIES, "model": MODELS, "dataset": DATASETS, "norm": NORMS, "fosc_set": FOSC_SETS,
-           "bn_mode": BN_MODES, "compact": COMPACT, "device": DEVICES, "curriculum_mode": CURRICULUM_MODES}
+           "bn_mode": BN_MODES, "compact": COMPACT, "device": DEVICES, "curriculum_mode": CURRICULUM_MODES,
+           "c_max_auto_at": C_MAX_AUTO_AT}
 BOOLS = ("augment", "random_start", "official_code_compat", "bf16", "exact_final_fosc", "eval_at_end")
 OPTIONAL = ("augment", "alpha", "n_train", "n_test", "eval_n")  # None means "the default" for these
 # What a saved config.json must name at least: a file without them is not a run's config (an empty

@@ -175,8 +175,22 @@ def save_checkpoint(ctx: Context, epoch: int, best: bool) -> None:
 
 
 # ---- Dynamic's c_max = 'auto' (paper §4.1) ------------------------------------------------------
+def estimate_c_max_if_due(ctx: Context, after_epoch: int | None) -> None:
+    """--c-max auto: estimate once, on the untrained model (``--c-max-auto-at start``, before epoch 0)
+    or after the warm-up epoch 0 (``warmup``: FOSC grows several-fold in the first epochs, so an
+    estimate on the untrained model makes Dynamic Standard early). Logged as a ``c_max_auto`` event
+    at the epoch it was made (-1: before training); the value is kept in the checkpoint."""
+    st = ctx.strategy.state
+    if "c_max" not in st or st["c_max"] is not None:
+        return
+    due = ctx.cfg.c_max_auto_at == "start" if after_epoch is None else after_epoch == 0
+    if due:
+        st["c_max"] = estimate_c_max(ctx)
+        _event(ctx, "c_max_auto", f"{st['c_max']:.6g}", -1 if after_epoch is None else after_epoch)
+
+
 def estimate_c_max(ctx: Context) -> float:
-    """Mean FOSC of FGSM examples of the initial model on the first ``c_max_batches`` batches."""
+    """Mean FOSC of FGSM examples of the current model on the first ``c_max_batches`` batches."""
     cfg, data = ctx.cfg, ctx.data
     order = epoch_order(len(data.y_train), cfg.seed, 0, "cpu")
     n = min(len(order), cfg.c_max_batches * cfg.batch_size)
@@ -378,12 +392,9 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
     ctx.epoch = ctx.start_epoch
     previous_handlers = _install_signal_handlers(ctx)
     write_status(ctx, "running", ctx.start_epoch, message="resumed" if resume else "started", fsync=True)
-    ctx.writer.event("resume" if resume else "start", f"from epoch {ctx.start_epoch}", ctx.start_epoch)
+    _event(ctx, "resume" if resume else "start", f"from epoch {ctx.start_epoch}", ctx.start_epoch)
     try:
-        if ctx.strategy.name == "dynamic" and ctx.strategy.state.get("c_max") is None:
-            c_max = estimate_c_max(ctx)
-            ctx.strategy.state["c_max"] = c_max
-            ctx.writer.event("c_max_auto", f"{c_max:.6g}", 0)
+        estimate_c_max_if_due(ctx, after_epoch=None)
         apply_control(ctx, ctx.start_epoch, 0)
         for epoch in range(ctx.start_epoch, cfg.epochs):
             ctx.epoch = epoch
@@ -392,6 +403,7 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
             dist.barrier()
             dist.broadcast_buffers(ctx.model)
             ctx.strategy.end_epoch(epoch, info["train_adv_acc"])
+            estimate_c_max_if_due(ctx, after_epoch=epoch)
             if ctx.rank == 0:
                 clean_acc, pgd_acc = heldout_accuracy(ctx)
                 ctx.writer.write_epoch_summary(epoch_summary(ctx, epoch, info, clean_acc, pgd_acc))
@@ -428,9 +440,10 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
         dist.cleanup()
 
 
-def _event(ctx: Context, kind: str, detail: str) -> None:
+def _event(ctx: Context, kind: str, detail: str, epoch: int = -1) -> None:
+    """Events are written once per run, by rank 0 (the events table has no rank column)."""
     if ctx.rank == 0:
-        ctx.writer.event(kind, detail)
+        ctx.writer.event(kind, detail, epoch)
 
 
 def _install_signal_handlers(ctx: Context) -> dict:

@@ -94,6 +94,9 @@ class Dynamic(Strategy):
         return schedule_c_t(epoch, c_max, self.state["t_prime"])
 
     def plan(self, epoch):
+        if self.state["c_max"] is None and self.cfg.c_max_auto_at == "warmup":
+            # Warm-up before c_max is estimated: c_t = inf, so Algorithm 1 takes one step per example.
+            return EpochPlan("pgd", self.cfg.steps, c_t=math.inf)
         return EpochPlan("pgd", self.cfg.steps, c_t=self.c_t(epoch))
 
     def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
