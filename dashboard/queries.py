@@ -470,3 +470,19 @@ def example_steps(con, run: str, idx: int) -> pd.DataFrame:
     """The per-step trajectory of one example in every epoch it was sampled (--trajectory-examples)."""
     return _df(con, lambda: (f"SELECT epoch, step, fosc, loss, active FROM {_scan(con, 'steps', (run,))} "
                              "WHERE idx = ? ORDER BY epoch, step", [int(idx)]))
+
+
+@query
+def alarms(con, runs: tuple[str, ...]) -> pd.DataFrame:
+    """The alarms raised now (store.alarms) for ``runs``: run, kind, title, epoch, evidence, checkpoint."""
+    from store import alarms as store_alarms
+
+    out = [dict(a.as_dict(), run=r) for r in runs for a in store_alarms.check(store_runs.run_dir(con.runs_dir, r))]
+    return pd.DataFrame(out, columns=["run", "kind", "title", "epoch", "evidence", "checkpoint"])
+
+
+def alarm_icons(runs_dir, runs) -> list[str]:
+    """A warning sign and the alarms' titles per run, '' for none (the Runs table's column)."""
+    df = load(runs_dir, alarms, tuple(runs))
+    titles = df.groupby("run")["title"].agg(", ".join).to_dict()
+    return [f"⚠️ {titles[r]}" if r in titles else "" for r in runs]

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from store import faults, files, insight, runs
+from store import alarms, faults, files, insight, runs
 from store.writer import RunWriter
 from trainer import checkpoint, control, dist
 from trainer.attacks import FGSM, PGD, TradesKL
@@ -412,6 +412,7 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
                 if best:
                     ctx.best_acc = pgd_acc
                 save_checkpoint(ctx, epoch, best or epoch == 0)
+                alarms.record(ctx.run_dir, ctx.name, epoch)  # what is going wrong, as events (store.alarms)
             dist.barrier()
             write_status(ctx, "running", epoch + 1, message=f"epoch {epoch} done", fsync=True)
         ctx.writer.close()
