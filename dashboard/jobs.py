@@ -6,14 +6,18 @@ to a log file (never a pipe, which would block the trainer once full). The train
 in an existing run folder, so the job record and the log start outside it, in ``D/.jobs/N.json``
 and ``D/.logs/N.log`` (names starting with '.' are never runs); once the trainer has created the
 folder, ``adopt`` moves both in, as ``job.json`` and ``train.log``. A restarted dashboard finds its
-jobs in those files. Stopping signals the whole process group (SIGTERM, then SIGKILL) and checks
-that no process of it is left. c_max, T' and lr of a live run change through its control file.
+jobs in those files, but trusts none of them (they are files in the runs folder): a log is read only
+at those two paths, never through a symbolic link, and a pid is signalled only when /proc shows the
+process ``launch`` started (start time, command line and own process group together). Stopping then
+signals that process group (SIGTERM, then SIGKILL) and checks that no process of it is left. c_max,
+T' and lr of a live run change through its control file.
 """
 from __future__ import annotations
 
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -117,20 +121,41 @@ def build_argv(runs_dir: str | Path, spec: LaunchSpec) -> list[str]:
 
 
 # ---- job records --------------------------------------------------------------------------------
+# A job record is a file in the runs folder, so it is untrusted input like every other: its ``log``
+# field is never opened, moved or deleted (logs live at the paths below, derived from the run's name),
+# and its pid is signalled only when /proc shows the very process this dashboard started (see
+# ``trainer_alive``).
 
 def _pending_path(runs_dir: Path, name: str) -> Path:
     return Path(runs_dir) / JOBS_DIR / f"{name}.json"
 
 
+def _pending_log(runs_dir: Path, name: str) -> Path:
+    return Path(runs_dir) / LOGS_DIR / f"{name}.log"
+
+
+def _valid_record(rec, name: str) -> dict | None:
+    """``rec`` if it has the shape ``launch`` writes for run ``name``, else None."""
+    if not isinstance(rec, dict) or rec.get("name") != name:
+        return None
+    pid, start, argv = rec.get("pid"), rec.get("start_time"), rec.get("argv")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (pid, start)):
+        return None
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        return None
+    return rec
+
+
 def job_record(runs_dir: str | Path, name: str) -> dict | None:
-    """The job record of run ``name`` (in its folder once adopted, else pending), or None."""
+    """The job record of run ``name`` (in its folder once adopted, else pending), or None if there
+    is none or it is not one this dashboard could have written."""
     runs_dir = Path(runs_dir)
     for path in (runs.run_dir(runs_dir, name) / runs.JOB, _pending_path(runs_dir, name)):
         try:
-            rec = runs.read_json(path)
-        except runs.StoreError:
+            rec = _valid_record(runs.read_json(path), name)
+        except (runs.StoreError, OSError, UnicodeDecodeError):
             continue
-        if isinstance(rec, dict):
+        if rec is not None:
             return rec
     return None
 
@@ -143,18 +168,17 @@ def adopt(runs_dir: str | Path) -> None:
     for path in sorted(pending.glob("*.json")):
         name = path.stem
         try:
-            rec = runs.read_json(path)
             rd = runs.run_dir(runs_dir, name)
-        except runs.StoreError:
+            rec = _valid_record(runs.read_json(path), name)
+        except (runs.StoreError, OSError, UnicodeDecodeError):
             continue
-        if not isinstance(rec, dict) or not (rd / runs.CONFIG).is_file():
+        if rec is None or not (rd / runs.CONFIG).is_file() or (rd / runs.JOB).exists():
             continue
-        log = Path(rec.get("log", ""))
-        if log.is_file() and log.parent.name == LOGS_DIR:
+        log = _pending_log(runs_dir, name)
+        if _regular_file(log) and not (rd / runs.LOG).exists():
             # The trainer keeps writing through its open descriptor: a rename moves the file, not the writes.
             os.replace(log, rd / runs.LOG)
-            rec["log"] = str(rd / runs.LOG)
-        runs.write_json(rd / runs.JOB, rec)
+        runs.write_json(rd / runs.JOB, dict(rec, log=str(rd / runs.LOG)))
         path.unlink(missing_ok=True)
 
 
@@ -164,40 +188,58 @@ def pending_jobs(runs_dir: str | Path) -> list[dict]:
     out = []
     for path in sorted((Path(runs_dir) / JOBS_DIR).glob("*.json")):
         try:
-            rec = runs.read_json(path)
-        except runs.StoreError:
+            rec = _valid_record(runs.read_json(path), path.stem)
+        except (runs.StoreError, OSError, UnicodeDecodeError):
             continue
-        if isinstance(rec, dict):
-            rec = dict(rec, alive=group_alive(rec.get("pgid")), log_tail=log_tail(rec.get("log")))
-            out.append(rec)
+        if rec is not None:
+            out.append(dict(rec, alive=trainer_alive(rec), log_tail=log_tail(_pending_log(runs_dir, rec["name"]))))
     return out
 
 
 def discard_pending(runs_dir: str | Path, name: str) -> None:
-    """Forget a pending job that is no longer alive (its log goes too)."""
+    """Forget a pending job that is no longer alive: its record only (never a file the record names)."""
     try:
-        rec = runs.read_json(_pending_path(runs_dir, runs.validate_run_name(name)), default=None)
-    except runs.StoreError as e:
-        raise JobError(str(e)) from None
-    if rec is None:
-        return
-    if group_alive(rec.get("pgid")):
+        path = _pending_path(runs_dir, runs.validate_run_name(name))
+        rec = _valid_record(runs.read_json(path, default=None), name)
+    except (runs.StoreError, OSError, UnicodeDecodeError) as e:
+        raise JobError(str(e).splitlines()[0]) from None
+    if rec is not None and trainer_alive(rec):
         raise JobError(f"job {name!r} is still running; stop it first")
-    if rec.get("log"):
-        Path(rec["log"]).unlink(missing_ok=True)
-    _pending_path(runs_dir, name).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
-def log_tail(path: str | None, lines: int = 20) -> str:
+def run_log(runs_dir: str | Path, name: str) -> Path | None:
+    """Run ``name``'s log: ``train.log`` in its folder, else the pending log; a symbolic link or a
+    path that resolves outside those folders is not a log of ours (None)."""
+    runs_dir = Path(runs_dir)
+    for path, home in ((runs.run_dir(runs_dir, name) / runs.LOG, runs.run_dir(runs_dir, name)),
+                       (_pending_log(runs_dir, name), runs_dir / LOGS_DIR)):
+        if _regular_file(path) and path.resolve().parent == home.resolve():
+            return path
+    return None
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)  # lstat: a symbolic link is not followed
+    except OSError:
+        return False
+
+
+def log_tail(path: str | Path | None, lines: int = 20) -> str:
+    """The last lines of a log file (never through a symbolic link)."""
     if not path:
         return ""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(f.tell() - 16384, 0))
-            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return ""
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - 16384, 0))
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
 
 
 # ---- processes ----------------------------------------------------------------------------------
@@ -211,34 +253,48 @@ def _reap() -> None:
             del _CHILDREN[pid]
 
 
+def _proc(pid: int) -> tuple[str, int, int, list[str]] | None:
+    """(state, process group, start time in clock ticks since boot, argv) of ``pid`` from /proc, or None."""
+    try:
+        stat_ = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()
+        argv = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    if argv and argv[-1] == b"":
+        argv = argv[:-1]
+    return stat_[0], int(stat_[2]), int(stat_[19]), [a.decode(errors="replace") for a in argv]
+
+
+def trainer_alive(rec: dict) -> bool:
+    """Whether the job's trainer runs: the recorded pid still is the process ``launch`` started,
+    proven by its start time, its command line (the argv launched, naming this run) and its process
+    group (its own) together. A reused pid, a foreign pgid or a record without /proc proves nothing."""
+    _reap()
+    if _valid_record(rec, rec.get("name") if isinstance(rec, dict) else None) is None:
+        return False
+    seen = _proc(rec["pid"])
+    if seen is None:
+        return False
+    state, pgrp, start, argv = seen
+    return (state != "Z" and start == rec["start_time"] and pgrp == rec["pid"] and argv == rec["argv"]
+            and argv[1:3] == ["-m", "trainer.run"] and f"--name={rec['name']}" in argv)
+
+
 def group_alive(pgid: int | None) -> bool:
     """Whether any process of group ``pgid`` is still running (zombies do not count)."""
     if not pgid:
         return False
     _reap()
-    try:
-        os.killpg(int(pgid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields_ = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields_[2]) == int(pgid) and fields_[0] != "Z":
-            return True
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            seen = _proc(int(entry.name))
+            if seen is not None and seen[1] == int(pgid) and seen[0] != "Z":
+                return True
     return False
 
 
 def launch(runs_dir: str | Path, spec: LaunchSpec) -> dict:
-    """Start the trainer for ``spec`` in the background; returns the job record (pid, pgid, argv, log)."""
+    """Start the trainer for ``spec`` in the background; returns the job record (pid, start time, argv, log)."""
     runs_dir = Path(runs_dir).resolve()
     argv = build_argv(runs_dir, spec)
     name = spec.name
@@ -246,28 +302,24 @@ def launch(runs_dir: str | Path, spec: LaunchSpec) -> dict:
     if runs.run_dir(runs_dir, name).exists():
         raise JobError(f"run {name!r} already exists in {runs_dir}; choose another name")
     old = job_record(runs_dir, name)
-    if old and group_alive(old.get("pgid")):
+    if old and trainer_alive(old):
         raise JobError(f"run {name!r} is already starting (pid {old.get('pid')})")
-    log_path = runs_dir / LOGS_DIR / f"{name}.log"
+    log_path = _pending_log(runs_dir, name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p))
-    with open(log_path, "ab") as log:
+    # O_NOFOLLOW: a planted symbolic link in .logs must not make the trainer write elsewhere.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=PROJECT_ROOT, env=env, start_new_session=True, close_fds=True)
     _CHILDREN[proc.pid] = proc
-    rec = {"name": name, "pid": proc.pid, "pgid": os.getpgid(proc.pid), "argv": argv, "log": str(log_path),
-           "spec": {k: v for k, v in asdict(spec).items() if v is not None},
+    seen = _proc(proc.pid)
+    rec = {"name": name, "pid": proc.pid, "pgid": proc.pid, "start_time": seen[2] if seen else 0, "argv": argv,
+           "log": str(log_path), "spec": {k: v for k, v in asdict(spec).items() if v is not None},
            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     runs.write_json(_pending_path(runs_dir, name), rec)
     return rec
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(pgid: int, timeout: float) -> bool:
@@ -279,19 +331,10 @@ def _wait_gone(pgid: int, timeout: float) -> bool:
     return True
 
 
-def _is_our_trainer(rec: dict) -> bool:
-    """The recorded pid still runs our trainer (not a new process that reused the number)."""
-    pid = rec.get("pid")
-    try:
-        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
-    except (OSError, TypeError, ValueError):
-        return group_alive(rec.get("pgid"))  # no /proc: trust the group
-    return b"trainer.run" in cmdline and f"--name={rec.get('name')}".encode() in cmdline
-
-
 def stop(runs_dir: str | Path, name: str, timeout: float = 20.0) -> str:
-    """Stop run ``name``: SIGTERM to its process group (the trainer finishes its batch, saves and marks
-    the run stopped), SIGKILL after ``timeout`` s. Returns how it ended; JobError if it is not ours."""
+    """Stop run ``name``: SIGTERM to its trainer's process group (the trainer finishes its batch, saves
+    and marks the run stopped), SIGKILL after ``timeout`` s. Only a trainer proven to be the one this
+    dashboard started (``trainer_alive``) is signalled. Returns how it ended; JobError otherwise."""
     runs_dir = Path(runs_dir)
     try:
         runs.validate_run_name(name)
@@ -299,31 +342,29 @@ def stop(runs_dir: str | Path, name: str, timeout: float = 20.0) -> str:
         raise JobError(str(e)) from None
     adopt(runs_dir)
     rec = job_record(runs_dir, name)
-    if rec is None or not rec.get("pgid"):
+    if rec is None:
         raise JobError(f"run {name!r} was not started from the dashboard; stop it where it runs (Ctrl-C), "
                        "or write {\"stop\": true} into its control.json")
-    pgid = int(rec["pgid"])
-    if not group_alive(pgid):
+    if not trainer_alive(rec):
+        if _proc(rec["pid"]) is not None and _proc(rec["pid"])[0] != "Z":
+            raise JobError(f"pid {rec['pid']} is not the trainer of run {name!r} (its start time, command line or "
+                           "process group differ); not signalling it")
         return "not running"
-    if _pid_exists(rec.get("pid")) and not _is_our_trainer(rec):
-        raise JobError(f"pid {rec['pid']} is no longer run {name!r}'s trainer; not signalling it")
-    _signal_group(pgid, signal.SIGTERM)
+    # Proven: pid is our trainer and leads its own group; while the group has members its id is not reused.
+    pgid = rec["pid"]
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:  # it ended between the check and the signal
+        return "not running"
     if _wait_gone(pgid, timeout):
         return "stopped"
-    _signal_group(pgid, signal.SIGKILL)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     if _wait_gone(pgid, 10.0):
         return "killed"
     raise JobError(f"process group {pgid} of run {name!r} is still alive after SIGKILL")
-
-
-def _pid_exists(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, TypeError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def adjust(runs_dir: str | Path, name: str, **values) -> dict:

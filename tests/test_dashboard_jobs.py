@@ -1,7 +1,9 @@
 """dashboard.jobs: real background training runs launched, adjusted and stopped; bad values refused."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,6 +85,98 @@ def test_adjust_and_stop_refuse_runs_that_are_not_live_or_not_ours(tiny_runs):
     with pytest.raises(jobs.JobError, match="invalid run name"):
         jobs.stop(tiny_runs, "../tiny-dynamic")
     assert not (tiny_runs / "tiny-dynamic" / runs.CONTROL).exists()
+
+
+# ---- job records are untrusted: hostile ones show, delete and signal nothing ------------------------
+def dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def trainer_argv(name: str) -> list[str]:
+    return [sys.executable, "-m", "trainer.run", f"--name={name}"]
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("SECRET")
+    return secret
+
+
+def test_pending_record_with_a_log_outside_shows_and_deletes_nothing(tmp_path, outside):
+    runs_dir = tmp_path / "runs"
+    (runs_dir / jobs.JOBS_DIR).mkdir(parents=True)
+    (runs_dir / jobs.LOGS_DIR).mkdir()
+    (runs_dir / jobs.LOGS_DIR / "evil.log").symlink_to(outside)  # even the canonical log path is a link out
+    pid = dead_pid()
+    (runs_dir / jobs.JOBS_DIR / "evil.json").write_text(json.dumps(
+        {"name": "evil", "pid": pid, "pgid": pid, "start_time": 1, "argv": trainer_argv("evil"), "log": str(outside)}))
+    [rec] = jobs.pending_jobs(runs_dir)
+    assert rec["name"] == "evil" and not rec["alive"] and "SECRET" not in rec["log_tail"]
+    assert jobs.run_log(runs_dir, "evil") is None
+    jobs.discard_pending(runs_dir, "evil")  # what Dismiss calls
+    assert outside.read_text() == "SECRET"  # not deleted
+    assert not (runs_dir / jobs.JOBS_DIR / "evil.json").exists()  # only the record went
+
+
+def test_adopted_record_and_a_linked_train_log_show_nothing_outside(tmp_path, outside):
+    runs_dir = tmp_path / "runs"
+    rd = runs_dir / "run1"
+    rd.mkdir(parents=True)
+    (rd / runs.CONFIG).write_text("{}")
+    (rd / runs.JOB).write_text(json.dumps({"name": "run1", "pid": dead_pid(), "start_time": 1,
+                                           "argv": trainer_argv("run1"), "log": str(outside)}))
+    (rd / runs.LOG).symlink_to(outside)
+    assert jobs.job_record(runs_dir, "run1")["name"] == "run1"
+    assert jobs.run_log(runs_dir, "run1") is None and jobs.log_tail(rd / runs.LOG) == ""
+    # A pending record whose log names a file in some other '.logs' folder: adopt moves nothing of it.
+    victim = tmp_path / "elsewhere" / jobs.LOGS_DIR / "run2.log"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("keep me")
+    (runs_dir / "run2").mkdir()
+    (runs_dir / "run2" / runs.CONFIG).write_text("{}")
+    (runs_dir / jobs.JOBS_DIR).mkdir()
+    (runs_dir / jobs.JOBS_DIR / "run2.json").write_text(json.dumps(
+        {"name": "run2", "pid": dead_pid(), "start_time": 1, "argv": trainer_argv("run2"), "log": str(victim)}))
+    jobs.adopt(runs_dir)
+    assert victim.read_text() == "keep me" and not (runs_dir / "run2" / runs.LOG).exists()
+    assert outside.read_text() == "SECRET"
+
+
+def test_stop_never_signals_a_process_it_cannot_prove_it_started(tmp_path):
+    """A foreign process group (a real sleeping child of this test, in its own session) named by a
+    job record: with a dead pid, with the sleeper's own pid and start time, or claiming a trainer's
+    command line: never signalled."""
+    runs_dir = tmp_path / "runs"
+    rd = runs_dir / "victim"
+    rd.mkdir(parents=True)
+    (rd / runs.CONFIG).write_text("{}")
+    sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        start = jobs._proc(sleeper.pid)[2]
+        records = [
+            {"pid": dead_pid(), "pgid": sleeper.pid, "start_time": start, "argv": trainer_argv("victim")},
+            {"pid": sleeper.pid, "pgid": sleeper.pid, "start_time": start, "argv": ["sleep", "120"]},
+            {"pid": sleeper.pid, "pgid": sleeper.pid, "start_time": start, "argv": trainer_argv("victim")},
+            {"pid": sleeper.pid, "pgid": sleeper.pid, "start_time": start + 1, "argv": ["sleep", "120"]},
+        ]
+        outcomes = []
+        for rec in records:
+            (rd / runs.JOB).write_text(json.dumps({"name": "victim", **rec}))
+            try:
+                outcomes.append(jobs.stop(runs_dir, "victim", timeout=1.0))
+            except jobs.JobError as e:
+                outcomes.append(str(e))
+            assert sleeper.poll() is None, rec  # still alive: no SIGTERM, no SIGKILL reached it
+        assert outcomes[0] == "not running"
+        assert all("is not the trainer of run 'victim'" in o for o in outcomes[1:]), outcomes
+        assert not jobs.trainer_alive({"name": "victim", **records[1]})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 @pytest.mark.slow

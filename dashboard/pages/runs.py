@@ -61,7 +61,7 @@ def run_actions(df):
         st.switch_page("dashboard/pages/run.py")
     state = df.loc[df["run"] == name, "state"].iloc[0]
     rec = jobs.job_record(RD, name)
-    c1.caption(f"state: **{state}**" + (f"; started from here, pid {rec['pid']}, log `{rec['log']}`" if rec else ""))
+    c1.caption(f"state: **{state}**" + (f"; started from here, pid {rec['pid']}" if rec else ""))
     if state == "running":
         if c1.button("Stop", key="stop_run", type="primary"):
             try:
@@ -84,7 +84,7 @@ def run_actions(df):
                     st.error(str(e))
     if rec:
         with c2.expander("Log (last lines)"):
-            st.code(jobs.log_tail(rec.get("log")) or "(empty)", language=None)
+            st.code(jobs.log_tail(jobs.run_log(RD, name)) or "(empty)", language=None)
 
 
 runs_table()
