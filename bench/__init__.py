@@ -6,6 +6,7 @@ every other part of the file as it is.
 """
 from __future__ import annotations
 
+import os
 import platform
 import re
 import statistics
@@ -18,7 +19,9 @@ from typing import Callable
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "BENCHMARKS.md"
+# FOSC_BENCH_DOC: write --write-doc figures into a copy instead (scripts/device_check.sh does, so a
+# dry run on this machine never edits the real doc).
+DOC = Path(os.environ.get("FOSC_BENCH_DOC") or ROOT / "docs" / "BENCHMARKS.md")
 
 
 def sync(device: torch.device) -> None:
