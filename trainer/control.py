@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,26 @@ class ControlFile:
             except ValueError:
                 continue
 
+
+
+@contextmanager
+def stop_at_once(exc: type[BaseException], pending: bool = False):
+    """Inside the block, SIGTERM and SIGINT raise ``exc`` at once instead of setting a flag for the
+    next batch: for phases with no batch boundary of the training loop (the end-of-run evaluation),
+    where a flag would be read only after minutes. ``pending``: a stop already asked for raises now."""
+    if pending:
+        raise exc()
+
+    def handler(signum, frame):
+        raise exc()
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: the caller's flag handling stays in charge
+            pass
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)

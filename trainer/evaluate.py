@@ -27,6 +27,7 @@ from trainer import checkpoint
 from trainer.cli import EXIT_BAD_INPUT, OneLineParser
 from trainer.attacks import FGSM, PGD, CWInf
 from trainer.config import RunConfig
+from trainer.device import DeviceError, pick_device
 from trainer.data import check_source, load_dataset
 from trainer.models import build_model
 
@@ -89,14 +90,6 @@ SPECS = {"clean": AttackSpec("clean", 0), "fgsm": AttackSpec("fgsm", 1), "pgd10"
          "pgd20": AttackSpec("pgd20", 20), "cw": AttackSpec("cw", 30), "autoattack": AttackSpec("autoattack", 0),
          "apgd": AttackSpec("apgd", 100)}
 ATTACK_NAMES = tuple(SPECS)
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EvalError("device cuda requested but no CUDA device is available; use --device cpu")
-    return torch.device(device)
 
 
 def load_model(run_dir: Path, which: str, device: torch.device) -> tuple[torch.nn.Module, RunConfig]:
@@ -309,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += [dict(r, run=rd.name) for r in evaluate_run(
                 rd, device=ns.device, n=ns.n, attacks=attacks, checkpoints=which, surrogate=surrogate,
                 batch_size=ns.batch_size, progress=not ns.quiet, data_root=ns.data_root)]
-    except (EvalError, CheckpointError, DataError, runs.StoreError) as e:
+    except (EvalError, CheckpointError, DataError, runs.StoreError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     setting = "black-box" if surrogate else "white-box"

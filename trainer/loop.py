@@ -28,6 +28,7 @@ import torch
 from store import alarms, faults, files, insight, runs
 from store.writer import RunWriter
 from trainer import checkpoint, control, dist
+from trainer.device import pick_device
 from trainer.attacks import FGSM, PGD, TradesKL
 from trainer.attacks.base import Attack
 from trainer.attacks.fold import fold_bn
@@ -98,16 +99,6 @@ def write_status(ctx: Context, state: str, epoch: int, batch: int = -1, message:
 
 
 # ---- setup --------------------------------------------------------------------------------------
-def pick_device(name: str, rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device cuda requested but no CUDA device is available; use --device cpu")
-        return torch.device("cuda", rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def build_attack(kind: str, cfg: RunConfig, steps: int) -> Attack:
     kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
     if kind == "fgsm":
@@ -420,7 +411,9 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
         if cfg.eval_at_end and ctx.rank == 0:
             write_status(ctx, "running", cfg.epochs, message="evaluating")
             from trainer import evaluate
-            evaluate.evaluate_run(run_dir, device=str(ctx.device), n=cfg.eval_n, progress=show_progress)
+            # No batch boundary to stop at in here: SIGTERM stops at once (its rows stay marked partial).
+            with control.stop_at_once(StopRequested, pending=ctx.stop_signal):
+                evaluate.evaluate_run(run_dir, device=str(ctx.device), n=cfg.eval_n, progress=show_progress)
         write_status(ctx, "finished", cfg.epochs, message="finished", fsync=True)
         _event(ctx, "finish", "")
         return "finished"
