@@ -85,6 +85,7 @@ BOUNDS: dict[str, Bound] = {
     "curriculum_patience": Bound(int, 1, _E),
     "fat_tau_epochs": Bound(int, 0, 100_000),   # each entry
     "trades_beta": Bound(float, 0.0, _E),
+    "fat_omega": Bound(float, 0.0, 1.0),
     # optimisation
     "epochs": Bound(int, 1, 100_000),
     "batch_size": Bound(int, 1, 1 << 20),

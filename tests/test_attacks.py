@@ -38,10 +38,11 @@ ALL_ATTACKS = [
     lambda: FGSM(EPS),
     lambda: CWInf(EPS, EPS / 4, 5),
     lambda: TradesKL(EPS, EPS / 4, 5),
+    lambda: PGD(EPS, EPS / 4, 5, step_noise=0.01),  # FAT's omega: noise at every step, still projected
 ]
 
 
-@pytest.mark.parametrize("make", ALL_ATTACKS, ids=["pgd", "pgd-l2", "fgsm", "cw", "trades"])
+@pytest.mark.parametrize("make", ALL_ATTACKS, ids=["pgd", "pgd-l2", "fgsm", "cw", "trades", "pgd-omega"])
 def test_stays_in_the_ball_and_in_unit_box_and_never_modifies_the_input(make):
     attack = make()
     net, (x, y) = small_net(), batch()
@@ -56,6 +57,19 @@ def test_stays_in_the_ball_and_in_unit_box_and_never_modifies_the_input(make):
         assert d.norm(dim=1).max() <= attack.eps + 1e-5
     assert torch.isfinite(res.fosc).all() and (res.fosc >= -1e-5).all()
     assert ((res.steps >= 0) & (res.steps <= attack.steps)).all()
+
+
+def test_step_noise_is_added_at_every_step_and_zero_noise_draws_nothing():
+    net, (x, y) = small_net(), batch(8)
+    torch.manual_seed(3)
+    plain = PGD(EPS, EPS / 4, 4, random_start=False)(net, x, y)
+    after_plain = torch.rand(1)
+    torch.manual_seed(3)
+    noisy = PGD(EPS, EPS / 4, 4, random_start=False, step_noise=0.001)(net, x, y)
+    torch.manual_seed(3)
+    assert not torch.equal(plain.x_adv, noisy.x_adv)
+    PGD(EPS, EPS / 4, 4, random_start=False, step_noise=0.0)(net, x, y)
+    assert torch.equal(torch.rand(1), after_plain)  # omega = 0: no random draw, other strategies unchanged
 
 
 def test_pgd_raises_the_loss_over_clean():

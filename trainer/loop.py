@@ -99,13 +99,13 @@ def write_status(ctx: Context, state: str, epoch: int, batch: int = -1, message:
 
 
 # ---- setup --------------------------------------------------------------------------------------
-def build_attack(kind: str, cfg: RunConfig, steps: int) -> Attack:
+def build_attack(kind: str, cfg: RunConfig, steps: int, step_noise: float = 0.0) -> Attack:
     kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
     if kind == "fgsm":
         return FGSM(cfg.eps, **kw)
     if kind == "trades":
         return TradesKL(cfg.eps, cfg.step_size, steps, random_start=True, **kw)
-    return PGD(cfg.eps, cfg.step_size, steps, random_start=cfg.random_start, **kw)
+    return PGD(cfg.eps, cfg.step_size, steps, random_start=cfg.random_start, step_noise=step_noise, **kw)
 
 
 def setup(cfg: RunConfig, run_dir: Path, name: str, resume: bool) -> Context:
@@ -243,7 +243,7 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
         fosc, fosc_box, grad_l1 = probe.measures(x0, x0, x0, g)
         x_adv, steps, traj = x0, torch.zeros(len(y), dtype=torch.int32, device=x0.device), None
     else:
-        attack = build_attack(plan.attack, cfg, plan.steps)
+        attack = build_attack(plan.attack, cfg, plan.steps, plan.step_noise)
         rule = ctx.strategy.stop_rule(plan, len(y), x0.device)
         compact = rule is not None and cfg.bn_mode == "eval" and cfg.compact != "never"
         # Eval-mode BatchNorm folded into the conv before it: the same function, no BN work per step.
@@ -328,13 +328,15 @@ def train_epoch(ctx: Context, epoch: int, progress) -> dict:
     return {"plan": plan, "wall_s": time.time() - t0, "n": t[4], "train_adv_acc": t[1] / max(t[4], 1)}
 
 
-def heldout_accuracy(ctx: Context) -> tuple[float, float]:
-    """Clean and PGD accuracy on the fixed held-out subset (Rice et al. 2020's early-stopping signal)."""
+def heldout_accuracy(ctx: Context, steps: int | None = None) -> tuple[float, float]:
+    """Clean and PGD-``steps`` (default ``--heldout-pgd-steps``) accuracy on the fixed held-out subset
+    (Rice et al. 2020's early-stopping signal; Curriculum's PGD-k signal). PGD-0 is the clean accuracy."""
     h = ctx.heldout
     if h is None or len(h.y_train) == 0:
         return math.nan, math.nan
     cfg = ctx.cfg
-    attack = PGD(cfg.eps, cfg.step_size, cfg.heldout_pgd_steps, random_start=True, norm=cfg.norm)
+    steps = cfg.heldout_pgd_steps if steps is None else steps
+    attack = PGD(cfg.eps, cfg.step_size, max(steps, 1), random_start=True, norm=cfg.norm)
     ctx.model.eval()
     clean = adv = 0
     gen_state = torch.get_rng_state()
@@ -343,12 +345,16 @@ def heldout_accuracy(ctx: Context) -> tuple[float, float]:
         x, y = h.x_train[ids], h.y_train[ids]
         with torch.no_grad():
             clean += (ctx.model(x).argmax(1) == y).sum().item()
-        xa = attack(ctx.model, x, y, exact_final=False).x_adv
+        xa = attack(ctx.model, x, y, exact_final=False).x_adv if steps > 0 else x
         with torch.no_grad():
             adv += (ctx.model(xa).argmax(1) == y).sum().item()
     torch.set_rng_state(gen_state)
     n = len(h.y_train)
     return clean / n, adv / n
+
+
+def _weights(ctx: Context) -> dict:
+    return {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
 
 
 def epoch_summary(ctx: Context, epoch: int, info: dict, clean_acc: float, pgd_acc: float) -> dict:
@@ -393,7 +399,10 @@ def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progre
             ctx.writer.end_epoch(epoch)
             dist.barrier()
             dist.broadcast_buffers(ctx.model)
-            ctx.strategy.end_epoch(epoch, info["train_adv_acc"])
+            rollback = ctx.strategy.end_epoch(epoch, lambda k: heldout_accuracy(ctx, k)[1], lambda: _weights(ctx))
+            if rollback is not None:  # every rank decides the same: same weights, same held-out noise
+                ctx.model.load_state_dict(rollback)
+                _event(ctx, "rollback", f"to the best weights of the lesson before; next: {ctx.strategy.plan(epoch + 1).steps} steps", epoch)
             estimate_c_max_if_due(ctx, after_epoch=epoch)
             if ctx.rank == 0:
                 clean_acc, pgd_acc = heldout_accuracy(ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,8 @@ class EpochPlan:
     steps: int                 # K for this epoch (0 with no attack)
     c_t: float = math.nan      # Dynamic's FOSC threshold, NaN for other strategies
     tau: int = -1              # FAT's extra steps after the first misclassification, -1 otherwise
+    step_noise: float = 0.0    # FAT's omega: std of Gaussian noise added at every PGD step
+    mix: bool = False          # Curriculum's batch mixing: PGD-0..k over the batch's positions
 
 
 class Strategy:
@@ -41,13 +43,16 @@ class Strategy:
     def stop_rule(self, plan: EpochPlan, batch_size: int, device) -> Optional[StopRule]:
         return None
 
-    def train_loss(self, model, x0, x_adv, y, epoch: int, attack_target=None):
+    def train_loss(self, model, x0, x_adv, y, epoch: int):
         """(per-example training loss (B,), logits on the trained-on input). Model is in train mode."""
         logits = model(x_adv)
         return losses.cross_entropy(logits, y), logits
 
-    def end_epoch(self, epoch: int, train_adv_acc: float) -> None:
-        pass
+    def end_epoch(self, epoch: int, heldout_acc: Callable[[int], float], weights: Callable[[], dict]) -> Optional[dict]:
+        """After an epoch's update steps. ``heldout_acc(k)``: the current model's accuracy on the
+        held-out split against PGD-k (k = 0: clean); ``weights()``: a copy of the current weights.
+        Returns weights for the loop to roll the model back to, or None."""
+        return None
 
     def state_dict(self) -> dict:
         return dict(self.state)
@@ -62,7 +67,7 @@ class Unsecured(Strategy):
     def plan(self, epoch):
         return EpochPlan(None, 0)
 
-    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+    def train_loss(self, model, x0, x_adv, y, epoch):
         logits = model(x0)
         return losses.cross_entropy(logits, y), logits
 
@@ -99,7 +104,7 @@ class Dynamic(Strategy):
             return EpochPlan("pgd", self.cfg.steps, c_t=math.inf)
         return EpochPlan("pgd", self.cfg.steps, c_t=self.c_t(epoch))
 
-    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+    def train_loss(self, model, x0, x_adv, y, epoch):
         if self.cfg.official_code_compat and epoch >= 1:
             w = official_loss_weight(model, x_adv, y)  # before the train-mode forward moves BN statistics
             ce_vec, logits = super().train_loss(model, x0, x_adv, y, epoch)
@@ -130,38 +135,61 @@ def official_loss_weight(model, x_adv, y) -> torch.Tensor:
 
 
 class Curriculum(Strategy):
-    """Cai et al. 2018: PGD-k with k growing from 0 (clean examples) to K. In 'plateau' mode k
-    advances when the training accuracy on the epoch's examples has not improved for
-    ``curriculum_patience`` epochs; in 'fixed' mode each k = 0..K gets T'/(K+1) epochs, so k = K
-    from epoch T'*K/(K+1) on."""
+    """Cai et al. 2018 (CAT): lessons k = 0, 1, ..., K, lesson k trained on PGD-k examples (k = 0:
+    clean). After each epoch the model's held-out accuracy against PGD-k is measured; once it has
+    not improved for ``curriculum_patience`` epochs, the weights roll back to the lesson's best and
+    k grows. At k = K training goes on at K. ``--curriculum-mixing``: each batch mixes PGD-0..k
+    (CAT's batch mixing; example i of a batch of B gets i*(k+1)//B steps, PGD-0 being the random start)."""
     name = "curriculum"
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.state = {"k": 0, "best": -1.0, "since_best": 0}
+        self.state = {"k": 0, "best": -1.0, "since_best": 0, "best_weights": None}
 
     def k(self, epoch: int) -> int:
-        if self.cfg.curriculum_mode == "fixed":
-            return min(self.cfg.steps, int(epoch * (self.cfg.steps + 1) / max(self.cfg.t_prime, 1e-9)))
         return int(self.state["k"])
 
     def plan(self, epoch):
         k = self.k(epoch)
+        if self.cfg.curriculum_mixing and k > 0:
+            return EpochPlan("pgd", k, mix=True)
         return EpochPlan("pgd", k) if k > 0 else EpochPlan(None, 0)
 
-    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
-        logits = model(x_adv)
-        return losses.cross_entropy(logits, y), logits
+    def stop_rule(self, plan, batch_size, device):
+        if not plan.mix:
+            return None
+        budget = torch.arange(batch_size, device=device) * (plan.steps + 1) // batch_size
 
-    def end_epoch(self, epoch, train_adv_acc):
-        if self.cfg.curriculum_mode == "fixed" or self.state["k"] >= self.cfg.steps:
-            return
-        if train_adv_acc > self.state["best"] + 1e-4:
-            self.state.update(best=train_adv_acc, since_best=0)
-            return
-        self.state["since_best"] += 1
-        if self.state["since_best"] >= self.cfg.curriculum_patience:
-            self.state.update(k=self.state["k"] + 1, best=-1.0, since_best=0)
+        def rule(k, c, logits, target, rows):
+            return budget[rows] <= k
+        return rule
+
+    def end_epoch(self, epoch, heldout_acc, weights):
+        st = self.state
+        if st["k"] >= self.cfg.steps:
+            return None
+        acc = heldout_acc(st["k"])
+        if acc > st["best"]:  # kept in the checkpoint's strategy state, so a resume can roll back too
+            st.update(best=acc, since_best=0, best_weights=weights())
+            return None
+        st["since_best"] += 1
+        if st["since_best"] < self.cfg.curriculum_patience:
+            return None
+        best = st["best_weights"]
+        st.update(k=st["k"] + 1, best=-1.0, since_best=0, best_weights=None)
+        return best
+
+
+class CurriculumFixed(Curriculum):
+    """A fixed curriculum for budgets too short for a plateau rule: each k = 0..K gets T'/(K+1)
+    epochs, so k = K from epoch T'*K/(K+1) on; no held-out measurement, no rollback."""
+    name = "curriculum-fixed"
+
+    def k(self, epoch):
+        return min(self.cfg.steps, int(epoch * (self.cfg.steps + 1) / max(self.cfg.t_prime, 1e-9)))
+
+    def end_epoch(self, epoch, heldout_acc, weights):
+        return None
 
 
 class Fat(Strategy):
@@ -173,7 +201,7 @@ class Fat(Strategy):
         return sum(epoch >= e for e in self.cfg.fat_tau_epochs)
 
     def plan(self, epoch):
-        return EpochPlan("pgd", self.cfg.steps, tau=self.tau(epoch))
+        return EpochPlan("pgd", self.cfg.steps, tau=self.tau(epoch), step_noise=self.cfg.fat_omega)
 
     def stop_rule(self, plan, batch_size, device):
         budget = torch.full((batch_size,), plan.tau, dtype=torch.int32, device=device)
@@ -185,9 +213,6 @@ class Fat(Strategy):
             return stop
         return rule
 
-    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
-        logits = model(x_adv)
-        return losses.cross_entropy(logits, y), logits
 
 
 class Trades(Strategy):
@@ -197,14 +222,16 @@ class Trades(Strategy):
     def plan(self, epoch):
         return EpochPlan("trades", self.cfg.steps)
 
-    def train_loss(self, model, x0, x_adv, y, epoch, attack_target=None):
+    def train_loss(self, model, x0, x_adv, y, epoch):
         clean, adv = model(x0), model(x_adv)
         kl = F.kl_div(F.log_softmax(adv.float(), 1), F.softmax(clean.float(), 1), reduction="none").sum(1)
         return losses.cross_entropy(clean, y) + self.cfg.trades_beta * kl, adv
 
 
-STRATEGIES = {cls.name: cls for cls in (Unsecured, Standard, Curriculum, Dynamic, FgsmPgd, Fat, Trades)}
+STRATEGIES = {cls.name: cls for cls in (Unsecured, Standard, Curriculum, CurriculumFixed, Dynamic, FgsmPgd, Fat, Trades)}
 
 
 def build_strategy(cfg: RunConfig) -> Strategy:
+    if cfg.strategy == "curriculum" and cfg.curriculum_mode == "fixed":  # configs saved before curriculum-fixed
+        return CurriculumFixed(cfg)
     return STRATEGIES[cfg.strategy](cfg)

@@ -55,11 +55,12 @@ class Attack:
     name = "attack"
 
     def __init__(self, eps: float, alpha: float, steps: int, random_start: bool = True, norm: str = "linf",
-                 fosc_set: str = "ball", bf16: bool = False):
+                 fosc_set: str = "ball", bf16: bool = False, step_noise: float = 0.0):
         if eps <= 0 or alpha <= 0 or steps < 1:
             raise ValueError("eps and alpha must be > 0 and steps >= 1")
         self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
         self.random_start, self.norm, self.fosc_set, self.bf16 = random_start, norm, fosc_set, bf16
+        self.step_noise = float(step_noise)  # FAT's omega: N(0, omega^2) added to every step, then projected
 
     # ---- what subclasses choose ---------------------------------------------------------------
     def objective(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -104,9 +105,11 @@ class Attack:
 
     def ascent(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
-            return x + self.alpha * g.sign().to(x.dtype)
-        n = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
-        return x + self.alpha * (g / n).to(x.dtype)
+            x = x + self.alpha * g.sign().to(x.dtype)
+        else:
+            n = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+            x = x + self.alpha * (g / n).to(x.dtype)
+        return x + self.step_noise * torch.randn_like(x) if self.step_noise else x
 
     def fosc_of(self, x: torch.Tensor, center: torch.Tensor, x0: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if self.fosc_set == "box":
