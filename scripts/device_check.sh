@@ -37,8 +37,9 @@ step_env() {
   echo "commit: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo 'unknown (no .git in this copy)')"
   echo "host: $(uname -srm), $(nproc) cpus, $(awk '/MemTotal/ {print int($2 / 1048576) " GiB"}' /proc/meminfo)"
   if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,utilization.gpu --format=csv || rc=1
-    nvidia-smi || rc=1
+    # Informative only: torch's view of the GPU below is what decides.
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw,utilization.gpu --format=csv
+    nvidia-smi
   else
     echo "nvidia-smi: not found"
     [ "$DC_DEVICE" = cuda ] && rc=1
@@ -260,8 +261,11 @@ if [ -f "$CARRY/data/mnist.npz" ]; then DC_DATA="$CARRY/data/mnist.npz"
 elif [ -f "${FOSC_DATA_ROOT:-}/mnist.npz" ]; then DC_DATA="$FOSC_DATA_ROOT/mnist.npz"
 else die "no $CARRY/data/mnist.npz (run scripts/prepare_device.sh) and no \$FOSC_DATA_ROOT/mnist.npz"
 fi
-DC_DATA=$(cd "$(dirname "$DC_DATA")" && pwd)/mnist.npz
-export DC_DATA FOSC_DATA_ROOT=$(dirname "$DC_DATA")   # bench.dynamic_cost reads real MNIST from there
+# A run keeps its data path in its saved config and a resume cannot change it, while the next call
+# may run in another checkout on another machine: the data gets the same absolute path every call.
+DATA_DIR=$([ "$DRY" = 1 ] && echo "$DC_WORK/data" || echo /tmp/fosc-device-data)
+mkdir -p "$DATA_DIR" && cp -f "$DC_DATA" "$DATA_DIR/mnist.npz" || die "cannot copy $DC_DATA to $DATA_DIR"
+export DC_DATA="$DATA_DIR/mnist.npz" FOSC_DATA_ROOT=$DATA_DIR   # bench.dynamic_cost reads it from there
 mkdir -p "$OUT" || die "cannot make \$OUT ($OUT)"
 
 declare -A RESULT=([env]=env.txt [smoke]=smoke.log [train_step]=train_step.log
