@@ -358,3 +358,20 @@ def test_every_strategy_runs_and_logs_fosc(tmp_path, strategy, epochs, extra):
         assert (last["steps"] == 2).all()
     if strategy == "curriculum-fixed":
         assert (rows[rows["epoch"] == 0]["steps"] == 0).all()
+
+
+def test_one_strategy_registry_read_by_every_layer():
+    from dashboard import jobs
+    from store import strategies as registry
+    from trainer import reproduce
+    from trainer.strategies import STRATEGIES
+
+    names = registry.NAMES
+    assert set(STRATEGIES) == set(names) and jobs.STRATEGIES == names
+    assert run.build_parser().parse_args(["--strategy", names[-1]]).strategy == names[-1]
+    for name in names:
+        assert type(build_strategy(RunConfig(strategy=name).validate())).name == name
+        assert registry.label({"strategy": name}) == name
+    with pytest.raises(ConfigError, match="choose one of: " + ", ".join(names)):
+        RunConfig(strategy="nope").validate()
+    assert reproduce.parse(["--table", "mnist-tiny", "--strategies", ",".join(names)])[2] == names

