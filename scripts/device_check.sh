@@ -304,4 +304,5 @@ printf 'total\t%s\t%s\t%s\t%s\n' "$([ ${#FAILED[@]} = 0 ] && echo 0 || echo 1)" 
 echo "--- summary ($SUMMARY)"; column -t -s $'\t' "$SUMMARY" 2>/dev/null || cat "$SUMMARY"
 echo "--- key lines"
 grep -h -E 'ratio vs reference|ratio dynamic/standard|faster: ' "$OUT"/train_step.log "$OUT"/dynamic_cost.log 2>/dev/null | head -60
+grep -h -E "^$DC_TABLE-[a-z]+: [a-z]+, epoch " "$OUT/mnist.log" 2>/dev/null   # where each run of the table stands
 [ ${#FAILED[@]} = 0 ]
