@@ -19,6 +19,8 @@ PAGES = [
     st.Page(ROOT / "dashboard/pages/runs.py", title="Runs", default=True),
     st.Page(ROOT / "dashboard/pages/run.py", title="Run"),
     st.Page(ROOT / "dashboard/pages/compare.py", title="Compare"),
+    st.Page(ROOT / "dashboard/pages/examples.py", title="Examples"),
+    st.Page(ROOT / "dashboard/pages/example.py", title="Example"),
     st.Page(ROOT / "dashboard/pages/sql.py", title="SQL"),
 ]
 page = st.navigation(PAGES)

@@ -363,3 +363,42 @@ def pick_sql(stats: str, ranking: str, region: str | None = None, conf_bin: int 
         params += [int(conf_bin), int(var_bin)]
     return (f"SELECT *, {region_sql()} AS region FROM ({stats}) WHERE {' AND '.join(conds)} "
             f"ORDER BY {order}, idx"), params
+
+
+# ---- regenerated adversarial examples (written by python -m trainer.regenerate) -----------------------
+
+REGEN_DIR = "regenerated"
+REGEN_KEYS = ("idx", "label", "clean", "adversarial", "pred_clean", "pred_adv", "fosc", "loss", "steps", "p_true",
+              "eps", "epoch", "attack", "seed")
+
+
+def regen_path(run_dir: Path, checkpoint: str, idx: int) -> Path:
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be last or best, not {checkpoint!r}")
+    return Path(run_dir) / DIR / REGEN_DIR / f"{checkpoint}-{int(idx)}.npz"
+
+
+def write_regenerated(run_dir: Path, checkpoint: str, rec: dict) -> Path:
+    """One example's regenerated record (REGEN_KEYS) as an npz, atomically."""
+    path = regen_path(run_dir, checkpoint, rec["idx"])
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
+            np.savez(f, **{k: np.asarray(rec[k]) for k in REGEN_KEYS})
+    runs.atomic_write(path, write)
+    return path
+
+
+def read_regenerated(run_dir: Path, checkpoint: str, idx: int) -> dict | None:
+    """The record, or None when absent or not one of ours (untrusted file: no pickles, checked shape)."""
+    path = regen_path(run_dir, checkpoint, idx)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            rec = {k: z[k] for k in REGEN_KEYS}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if rec["clean"].ndim != 3 or rec["adversarial"].shape != rec["clean"].shape:
+        return None
+    out = {k: v.item() for k, v in rec.items() if v.ndim == 0}
+    out.update(clean=rec["clean"].astype(np.uint8), adversarial=rec["adversarial"].astype(np.float32))
+    return out
