@@ -14,6 +14,7 @@ T' and lr of a live run change through its control file.
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import signal
@@ -25,15 +26,15 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from store import control, runs
+from store import control, runs, strategies
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR, LOGS_DIR = ".jobs", ".logs"
 
 # The trainer's choices (trainer.config; the dashboard may not import the trainer, and a test keeps
 # these equal to the trainer's).
-STRATEGIES = ("unsecured", "standard", "curriculum", "dynamic", "fgsm-pgd", "fat", "trades")
-PRESETS = ("quick", "paper-mnist", "paper-cifar10")
+STRATEGIES = strategies.NAMES  # the one registry (store/strategies.py), which the trainer reads too
+PRESETS = ("quick", "paper-mnist", "paper-cifar10", "trades-mnist")
 DATASETS = ("mnist-demo", "mnist", "cifar10")
 MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
 DEVICES = ("auto", "cpu", "cuda")
@@ -75,11 +76,40 @@ CHOICES = {"strategy": STRATEGIES, "preset": PRESETS, "dataset": DATASETS, "mode
 
 
 def parse_number(field: str, value) -> float | int:
-    """A form value (number or text) as the field's type within the trainer's bounds, else JobError."""
+    """A form value (number or text) as the field's type within the trainer's bounds, else JobError.
+    The launch form has no norm: its runs are linf, whose eps the trainer caps at the pixel range."""
     try:
-        return control.parse(field, value)
+        num = control.parse(field, value)
     except ValueError as e:
         raise JobError(str(e)) from None
+    if field == "eps" and num > control.LINF_EPS_MAX:
+        raise JobError(f"eps {num:g} is larger than the [0,1] pixel range (linf)")
+    return num
+
+
+def check_numbers(values: dict) -> tuple[dict, dict]:
+    """A form's number fields, each against the trainer's bound: (parsed values, field -> one-line
+    error). Empty fields are left out of both (they mean "the preset's value")."""
+    clean, errors = {}, {}
+    for field, value in values.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            clean[field] = parse_number(field, value)
+        except JobError as e:
+            errors[field] = str(e)
+    return clean, errors
+
+
+def cuda_here() -> bool:
+    """Whether this machine has an NVIDIA GPU, from the driver's device files: the dashboard may not
+    import the trainer (nor torch, seconds to import). The trainer still checks CUDA itself."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or any(Path("/proc/driver/nvidia/gpus").glob("*"))
+
+
+def devices_here() -> tuple[str, ...]:
+    """The device choices worth offering on this machine (no 'cuda' without a GPU)."""
+    return DEVICES if cuda_here() else tuple(d for d in DEVICES if d != "cuda")
 
 
 def _check_path(value: str) -> str:
@@ -112,6 +142,8 @@ def build_argv(runs_dir: str | Path, spec: LaunchSpec) -> list[str]:
         if f.name in CHOICES:
             if value not in CHOICES[f.name]:
                 raise JobError(f"unknown {f.name} {value!r}; choose one of: {', '.join(CHOICES[f.name])}")
+            if f.name == "device" and value == "cuda" and not cuda_here():
+                raise JobError("device cuda: this machine has no NVIDIA GPU; choose cpu or auto")
         elif f.name in FORM_NUMBERS:
             value = parse_number(f.name, value)
         elif f.name == "data_root":
@@ -365,6 +397,48 @@ def stop(runs_dir: str | Path, name: str, timeout: float = 20.0) -> str:
     if _wait_gone(pgid, 10.0):
         return "killed"
     raise JobError(f"process group {pgid} of run {name!r} is still alive after SIGKILL")
+
+
+def current_schedule(runs_dir: str | Path, name: str) -> dict:
+    """c_max, t_prime and lr a live run uses now: its config, then what its control file changed
+    (values that fail the bounds are left out, as the trainer leaves them out)."""
+    try:
+        cfg = runs.read_json(runs.run_dir(runs_dir, name) / runs.CONFIG, default={})
+    except (runs.StoreError, OSError, UnicodeDecodeError):
+        cfg = {}
+    now = {}
+    for key in control.CONTROL_KEYS:
+        for source in (control.read(runs.run_dir(runs_dir, name)), cfg if isinstance(cfg, dict) else {}):
+            try:
+                now[key] = control.validate(key, source[key])
+                break
+            except (KeyError, ValueError):
+                continue
+    return now
+
+
+def launch_status(runs_dir: str | Path, name: str) -> tuple[str, str]:
+    """(kind, one line) saying what a run launched from here does now: "success", "info" or "error",
+    from its status file once its folder exists, else from its pending record and log."""
+    try:
+        rd = runs.run_dir(runs_dir, name)
+    except runs.StoreError as e:
+        return "error", str(e)
+    if (rd / runs.CONFIG).is_file():
+        state, status = runs.effective_state(rd), runs.read_status(rd)
+        message = str(status.get("message") or "")[:300]
+        if state == "failed":
+            return "error", f"{name} failed: {message or 'its process ended without a word (see its log)'}"
+        if state == "running":
+            return "info", f"{name} is running: epoch {status.get('epoch')} of {status.get('epochs')} ({message})"
+        return ("success" if state == "finished" else "info"), f"{name} is {state}" + (f": {message}" if message else "")
+    rec = job_record(runs_dir, name)
+    if rec is None:
+        return "error", f"{name}: no job record any more (dismissed?)"
+    if trainer_alive(rec):
+        return "info", f"{name} is starting (pid {rec['pid']})"
+    last = (log_tail(_pending_log(runs_dir, name), lines=1) or "no output").strip()
+    return "error", f"{name} exited before creating its run folder: {last}"
 
 
 def adjust(runs_dir: str | Path, name: str, **values) -> dict:

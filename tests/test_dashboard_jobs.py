@@ -243,3 +243,102 @@ def test_stop_during_the_end_of_run_evaluation(tmp_path):
     assert status["state"] == "stopped" and runs.effective_state(rd) == "stopped"
     complete = [r for r in evaluate.read_evals(rd) if not r.get("partial", False)]
     assert len(complete) < len(evaluate.WHITE_BOX) * 2  # some attack of 'last' or 'best' never finished
+
+
+# ---- the Runs page's forms (AppTest): every wrong field named beside it, nothing started --------------
+APP = str(Path(__file__).resolve().parent.parent / "run_dashboard.py")
+
+
+def runs_page(runs_dir: Path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FOSC_RUNS_DIR", str(runs_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["runs_refresh"] = "off"
+    at.run()
+    at.switch_page("dashboard/pages/runs.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def red(at) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith(":red[")]
+
+
+@pytest.fixture
+def live_runs(tiny_runs, tmp_path) -> Path:
+    """Copies of a dynamic and a standard run that look live (status 'running' with this test's pid)."""
+    import shutil
+
+    for name in ("tiny-dynamic", "tiny-standard"):
+        rd = tmp_path / "runs" / name
+        shutil.copytree(tiny_runs / name, rd)
+        runs.write_json(rd / runs.STATUS, {**runs.read_status(rd), "state": "running", "pid": os.getpid()})
+    return tmp_path / "runs"
+
+
+LAUNCH_BAD = {"f_eps": "-5", "f_lr": "1e9", "f_epochs": "1e12", "f_cmax": "nan", "f_tprime": "inf",
+              "f_steps": "3.5", "f_batch": "-3"}
+
+
+def test_launch_form_names_each_wrong_field_and_starts_nothing(live_runs, monkeypatch):
+    at = runs_page(live_runs, monkeypatch)
+    assert "cuda" not in at.selectbox(key="f_device").options or jobs.cuda_here()  # offered only with a GPU
+    for key, value in LAUNCH_BAD.items():
+        at.text_input(key=key).set_value(value)
+    at.button(key="FormSubmitter:launch-Start run").click().run()
+    assert not at.exception, at.exception
+    shown = red(at)
+    for words in ("eps must be a number > 0 and <= 100, got '-5'", "lr must be a number > 0 and <= 10, got '1e9'",
+                  "epochs must be a whole number >= 1 and <= 100000, got '1e12'",
+                  "c-max must be a finite number, got 'nan'", "t-prime must be a finite number, got 'inf'",
+                  "steps must be a whole number, got '3.5'", "batch-size must be a whole number >= 1"):
+        assert any(words in c for c in shown), (words, shown)
+    assert len(shown) == len(LAUNCH_BAD)
+    assert any("nothing started: 7 field(s)" in e.value for e in at.error)
+    assert not (live_runs / jobs.JOBS_DIR).exists() and not (live_runs / jobs.LOGS_DIR).exists()
+    at.text_input(key="f_eps").set_value("5")  # linf: wider than the pixel range
+    at.button(key="FormSubmitter:launch-Start run").click().run()
+    assert any("eps 5 is larger than the [0,1] pixel range" in c for c in red(at))
+
+
+def test_adjust_form_fields_follow_the_strategy_and_bad_values_are_named(live_runs, monkeypatch):
+    at = runs_page(live_runs, monkeypatch)
+    at.selectbox(key="runs_pick").set_value("tiny-standard").run()
+    assert [t.key for t in at.text_input if t.key.startswith("adj_")] == ["adj_lr"]  # c_max, T': Dynamic only
+    at.selectbox(key="runs_pick").set_value("tiny-dynamic").run()
+    assert [t.key for t in at.text_input if t.key.startswith("adj_")] == ["adj_c_max", "adj_t_prime", "adj_lr"]
+    assert at.text_input(key="adj_c_max").placeholder == "now 0.5"  # current values shown
+    at.text_input(key="adj_c_max").set_value("-1")
+    at.text_input(key="adj_t_prime").set_value("0")
+    at.text_input(key="adj_lr").set_value("0.005")
+    at.button(key="FormSubmitter:adjust-Apply").click().run()
+    shown = red(at)
+    assert any("c-max must be a number >= 0" in c for c in shown) and any("t-prime must be a number > 0" in c
+                                                                           for c in shown), shown
+    assert not (live_runs / "tiny-dynamic" / runs.CONTROL).exists()  # nothing applied, lr neither
+    at.text_input(key="adj_c_max").set_value("0.2")
+    at.text_input(key="adj_t_prime").set_value("")
+    at.button(key="FormSubmitter:adjust-Apply").click().run()
+    assert runs.read_json(live_runs / "tiny-dynamic" / runs.CONTROL) == {"c_max": 0.2, "lr": 0.005}
+    at.run()  # a refresh: the confirmation is still there, and it is words, not a dict
+    assert not at.exception, at.exception
+    [ok] = [s.value for s in at.success if "wrote" in s.value]
+    assert "c_max = 0.2, lr = 0.005" in ok and "{" not in ok
+    assert at.text_input(key="adj_c_max").placeholder == "now 0.2"
+
+
+def test_stop_asks_first_and_says_what_happened(live_runs, monkeypatch):
+    at = runs_page(live_runs, monkeypatch)
+    at.selectbox(key="runs_pick").set_value("tiny-dynamic").run()
+    assert not [b for b in at.button if b.key == "stop_yes"]
+    at.button(key="stop_run").click().run()
+    assert any("Stop **tiny-dynamic**?" in w.value for w in at.warning)
+    at.button(key="stop_no").click().run()  # Cancel: back to the plain button, nothing signalled
+    assert not [b for b in at.button if b.key == "stop_yes"] and [b for b in at.button if b.key == "stop_run"]
+    at.button(key="stop_run").click().run()
+    at.button(key="stop_yes").click().run()  # no job record: refused, and said so
+    at.run()
+    assert not at.exception, at.exception
+    assert any("tiny-dynamic was not stopped: run 'tiny-dynamic' was not started from the dashboard" in e.value
+               for e in at.error)
