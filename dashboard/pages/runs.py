@@ -246,7 +246,7 @@ def launched_status() -> None:
     if not name:
         return
     kind, text = jobs.launch_status(RD, name)
-    getattr(st, kind)(text)
+    getattr(st, kind)(f"You started {name} here. Now: {text}")
 
 
 show_action_feedback(st, "launch_action")
