@@ -16,6 +16,7 @@ view = top[2].radio("Density view", ["overlay", "ridgeline"], key="run_view", ho
 kind = top[3].radio("Estimate", ["kernel density", "fine histogram"], key="run_kind", horizontal=True)
 
 info = overview.set_index("run").loc[run]
+for _a in queries.load(RD, queries.alarms, (run,)).itertuples(): st.warning(f"**{_a.title}** (epoch {_a.epoch}): {_a.evidence}", icon="⚠️")  # noqa: E701,E501 (store.alarms)
 total = int(info["epochs"]) if info["epochs"] == info["epochs"] else 1
 planned = list(range(total))  # stable options: a live run's new epochs do not reset the selection
 c = st.columns([1, 3, 2])
