@@ -125,7 +125,8 @@ def epoch_block(cfg: RunConfig, state: dict, data, plan: EpochPlan, batch: int, 
         for b in range(batches):
             ids = torch.arange(b * batch, (b + 1) * batch, device=data.x_train.device)
             tot = tot + loop.train_batch(ctx, out["epoch"], b, plan, ids, None)
-        out["steps"].append(float(tot[3] / tot[4]))
+        t = loop.named_totals(tot)
+        out["steps"].append(t["steps"] / t["n"])
 
     def after():
         ctx.writer.end_epoch(out["epoch"])

@@ -25,7 +25,6 @@ class ControlFile:
         self._seen: int | None = None
         self.applied: dict[str, float] = {}
         self.stop = False
-        self.changed_schedule = False
 
     def poll(self) -> list[tuple[str, Any]]:
         """New (key, value) pairs since the last poll; ('error', message) for a bad file or value."""

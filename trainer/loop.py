@@ -9,13 +9,10 @@ checkpoint and redoes only the unfinished epoch, whose partial rows are deleted 
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,9 +33,6 @@ from trainer.config import RunConfig
 from trainer.data import Dataset, augment, epoch_order, load_dataset
 from trainer.models import build_model
 from trainer.strategies import EpochPlan, Strategy, build_strategy
-
-CODE_ROOT = Path(__file__).resolve().parent.parent
-
 
 class StopRequested(Exception):
     """The user asked the run to stop (control file or SIGTERM/SIGINT)."""
@@ -66,48 +60,77 @@ class Context:
     stop_signal: bool = False
     aug_gen: torch.Generator | None = None
     epoch: int = 0                # the epoch being trained (for status messages)
+    base_lr: float = math.nan     # lr before milestones: cfg.lr, or what the control file set (checkpointed)
 
 
-# ---- run record ---------------------------------------------------------------------------------
-def code_hash() -> str:
-    h = hashlib.sha256()
-    for sub in ("trainer", "store"):
-        for p in sorted((CODE_ROOT / sub).rglob("*.py")):
-            h.update(str(p.relative_to(CODE_ROOT)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+# What train_batch returns, summed over an epoch (then over ranks): one float64 tensor, these entries.
+TOTALS = ("loss", "correct", "fosc", "steps", "n")
 
 
-def git_commit() -> str | None:
+def named_totals(t: torch.Tensor) -> dict[str, float]:
+    return dict(zip(TOTALS, t.tolist()))
+
+
+# ---- the whole run ------------------------------------------------------------------------------
+def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progress=None) -> str:
+    """Train (or resume) the run in ``run_dir``. Returns the final state: finished or stopped."""
+    show_progress = progress is not None
+    progress = progress or (lambda n, epoch: None)
+    ctx = setup(cfg, run_dir, name, resume)
+    ctx.epoch = ctx.start_epoch
+    previous_handlers = _install_signal_handlers(ctx)
+    write_status(ctx, "running", ctx.start_epoch, message="resumed" if resume else "started", fsync=True)
+    _event(ctx, "resume" if resume else "start", f"from epoch {ctx.start_epoch}", ctx.start_epoch)
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CODE_ROOT, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=CODE_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+        estimate_c_max_if_due(ctx, after_epoch=None)
+        apply_control(ctx, ctx.start_epoch, 0)
+        for epoch in range(ctx.start_epoch, cfg.epochs):
+            ctx.epoch = epoch
+            info = train_epoch(ctx, epoch, progress if ctx.rank == 0 else (lambda n, e: None))
+            ctx.writer.end_epoch(epoch)
+            dist.barrier()
+            dist.broadcast_buffers(ctx.model)
+            end_of_epoch_strategy(ctx, epoch)
+            if ctx.rank == 0:
+                clean_acc, pgd_acc = heldout_accuracy(ctx)
+                ctx.writer.write_epoch_summary(epoch_summary(ctx, epoch, info, clean_acc, pgd_acc))
+                insight.update(ctx.run_dir, epoch)  # per-example prefix aggregates: data maps, forgetting
+                best = not math.isnan(pgd_acc) and pgd_acc > ctx.best_acc
+                if best:
+                    ctx.best_acc = pgd_acc
+                save_checkpoint(ctx, epoch, best or epoch == 0)
+                alarms.record(ctx.run_dir, ctx.name, epoch)  # what is going wrong, as events (store.alarms)
+            dist.barrier()
+            write_status(ctx, "running", epoch + 1, message=f"epoch {epoch} done", fsync=True)
+        ctx.writer.close()
+        dist.dump_final_weights(ctx.model, ctx.rank)
+        if cfg.eval_at_end and ctx.rank == 0:
+            write_status(ctx, "running", cfg.epochs, message="evaluating")
+            from trainer import evaluate
+            # No batch boundary to stop at in here: SIGTERM stops at once (its rows stay marked partial).
+            with control.stop_at_once(StopRequested, pending=ctx.stop_signal):
+                evaluate.evaluate_run(run_dir, device=str(ctx.device), n=cfg.eval_n, progress=show_progress)
+        write_status(ctx, "finished", cfg.epochs, message="finished", fsync=True)
+        _event(ctx, "finish", "")
+        return "finished"
+    except StopRequested:
+        ctx.writer.close()
+        write_status(ctx, "stopped", ctx.epoch, message="stopped by user; resume with --resume", fsync=True)
+        _event(ctx, "stop", "stopped by user")
+        return "stopped"
+    except BaseException as e:
+        msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        try:
+            write_status(ctx, "failed", ctx.epoch, message=msg, fsync=True)
+        except OSError:
+            pass
+        raise
+    finally:
+        _restore_signal_handlers(previous_handlers)
+        dist.cleanup()
 
 
-def write_status(ctx: Context, state: str, epoch: int, batch: int = -1, message: str = "", fsync: bool = False) -> None:
-    if ctx.rank != 0:
-        return
-    runs.write_json(ctx.run_dir / runs.STATUS, {
-        "state": state, "epoch": epoch, "batch": batch, "epochs": ctx.cfg.epochs, "pid": os.getpid(),
-        "host": socket.gethostname(), "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "message": message,
-    }, fsync=fsync)
-
-
-# ---- setup --------------------------------------------------------------------------------------
-def build_attack(kind: str, cfg: RunConfig, steps: int, step_noise: float = 0.0) -> Attack:
-    kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
-    if kind == "fgsm":
-        return FGSM(cfg.eps, **kw)
-    if kind == "trades":
-        return TradesKL(cfg.eps, cfg.step_size, steps, random_start=True, **kw)
-    return PGD(cfg.eps, cfg.step_size, steps, random_start=cfg.random_start, step_noise=step_noise, **kw)
-
-
+# ---- setup and resume ---------------------------------------------------------------------------
 def setup(cfg: RunConfig, run_dir: Path, name: str, resume: bool) -> Context:
     rank, world = dist.rank_world()
     device = pick_device(cfg.device, dist.local_rank())
@@ -120,21 +143,21 @@ def setup(cfg: RunConfig, run_dir: Path, name: str, resume: bool) -> Context:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    strategy = build_strategy(cfg)
-    strategy.state.setdefault("base_lr", cfg.lr)
-    writer = RunWriter(run_dir, name, rank=rank, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
     net = dist.wrap(model, device)
-    ctx = Context(cfg, run_dir, name, device, data, heldout, model, net, opt, strategy, writer,
-                  control.ControlFile(run_dir / runs.CONTROL), rank, world)
+    ctx = Context(cfg, run_dir, name, device, data, heldout, model, net, opt, build_strategy(cfg), None,
+                  control.ControlFile(run_dir / runs.CONTROL), rank, world, base_lr=cfg.lr)
     sample_ids = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(cfg.seed + 7))
     ctx.sampled = np.zeros(len(data.y_train), dtype=bool)
     ctx.sampled[sample_ids[: cfg.trajectory_examples].numpy()] = True
     if resume:
-        _load_checkpoint(ctx)
+        load_checkpoint(ctx)
+    # Made after a resume deleted the unfinished epoch's files: its chunk numbers continue from what is left.
+    ctx.writer = RunWriter(run_dir, name, rank=rank, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds)
     return ctx
 
 
-def _load_checkpoint(ctx: Context) -> None:
+def load_checkpoint(ctx: Context) -> None:
+    """Resume at the epoch after the last checkpoint, deleting every row of that epoch and later."""
     path = checkpoint.path(ctx.run_dir)
     if not path.exists():  # killed before the first epoch ended: start over, keeping nothing partial
         ctx.start_epoch = 0
@@ -142,7 +165,10 @@ def _load_checkpoint(ctx: Context) -> None:
         state = checkpoint.load(path, map_location=ctx.device)
         ctx.model.load_state_dict(state["model"])
         ctx.opt.load_state_dict(state["optimizer"])
-        ctx.strategy.load_state_dict(state["strategy"])
+        strategy_state = dict(state["strategy"])
+        legacy_lr = strategy_state.pop("base_lr", ctx.cfg.lr)  # checkpoints before base_lr moved out
+        ctx.strategy.load_state_dict(strategy_state)
+        ctx.base_lr = float(state.get("base_lr", legacy_lr))
         ctx.best_acc = state.get("best_acc", -1.0)
         ctx.ctl.load_state_dict(state.get("control", {}))
         ctx.start_epoch = int(state["epoch"]) + 1
@@ -151,18 +177,6 @@ def _load_checkpoint(ctx: Context) -> None:
         runs.clean_temp_files(ctx.run_dir)
         runs.remove_epochs_from(ctx.run_dir, ctx.start_epoch)
     dist.barrier()
-    ctx.writer._seq = ctx.writer._next_seq()
-
-
-def save_checkpoint(ctx: Context, epoch: int, best: bool) -> None:
-    if ctx.rank != 0:
-        return
-    state = {"epoch": epoch, "model": ctx.model.state_dict(), "optimizer": ctx.opt.state_dict(),
-             "strategy": ctx.strategy.state_dict(), "best_acc": ctx.best_acc, "config": ctx.cfg.to_dict(),
-             "control": ctx.ctl.state_dict()}
-    if best:  # written first: 'last' is the resume point and must never be older than 'best'
-        checkpoint.save(checkpoint.path(ctx.run_dir, "best"), state)
-    checkpoint.save(checkpoint.path(ctx.run_dir, "last"), state)
 
 
 # ---- Dynamic's c_max = 'auto' (paper §4.1) ------------------------------------------------------
@@ -197,39 +211,84 @@ def estimate_c_max(ctx: Context) -> float:
 
 
 # ---- control between batches --------------------------------------------------------------------
-def apply_control(ctx: Context, epoch: int, batch: int) -> None:
-    """Apply what the user changed in the control file since the last look; log each change."""
+def apply_control(ctx: Context, epoch: int, batch: int) -> bool:
+    """Apply what the user changed in the control file since the last look; log each change.
+    Returns True if the strategy's schedule (c_max, T') changed, so the epoch's plan is redone."""
     # Under torchrun rank 0 reads the file and every rank applies its reading at the same batch.
     changes, stop = dist.rank0_control(ctx.ctl.poll() if ctx.rank == 0 else [], ctx.ctl.stop or ctx.stop_signal)
-    log = ctx.writer.event if ctx.rank == 0 else (lambda *a: None)
+    replan = False
     for key, value in changes:
         st = ctx.strategy.state
         if key == "lr":
-            passed = sum(epoch >= m for m in ctx.cfg.milestones)
             old = lr_at(ctx, epoch)
-            st["base_lr"] = value / ctx.cfg.lr_gamma ** passed  # later milestones still divide it
+            ctx.base_lr = value / ctx.cfg.lr_gamma ** milestones_passed(ctx.cfg, epoch)  # later milestones still divide it
+            set_lr(ctx, epoch)
         elif key in ("c_max", "t_prime") and key in st:
-            old = st[key]
-            st[key] = value
-            ctx.ctl.changed_schedule = True
+            old, st[key], replan = st[key], value, True
         elif key == "error":
-            log("control_error", str(value), epoch, batch)
+            _event(ctx, "control_error", str(value), epoch, batch)
             continue
         else:
-            log("control_ignored", f"{key}={value}: not used by strategy {ctx.cfg.strategy}", epoch, batch)
+            _event(ctx, "control_ignored", f"{key}={value}: not used by strategy {ctx.cfg.strategy}", epoch, batch)
             continue
-        log(f"set_{key}", f"{old} -> {value}", epoch, batch)
+        _event(ctx, f"set_{key}", f"{old} -> {value}", epoch, batch)
     if stop:
         raise StopRequested()
+    return replan
+
+
+# ---- the learning rate: step decay at the milestones ---------------------------------------------
+def milestones_passed(cfg: RunConfig, epoch: int) -> int:
+    return sum(epoch >= m for m in cfg.milestones)
 
 
 def lr_at(ctx: Context, epoch: int) -> float:
-    cfg = ctx.cfg
-    passed = sum(epoch >= m for m in cfg.milestones)
-    return ctx.strategy.state["base_lr"] * cfg.lr_gamma ** passed
+    return ctx.base_lr * ctx.cfg.lr_gamma ** milestones_passed(ctx.cfg, epoch)
 
 
-# ---- one batch ----------------------------------------------------------------------------------
+def set_lr(ctx: Context, epoch: int) -> None:
+    for group in ctx.opt.param_groups:
+        group["lr"] = lr_at(ctx, epoch)
+
+
+# ---- one epoch ----------------------------------------------------------------------------------
+def train_epoch(ctx: Context, epoch: int, progress) -> dict:
+    cfg, data = ctx.cfg, ctx.data
+    plan = ctx.strategy.plan(epoch)
+    set_lr(ctx, epoch)
+    # Every random draw of an epoch derives from (seed, epoch, rank): a resumed epoch is the same.
+    torch.manual_seed(cfg.seed * 7919 + epoch * 104_729 + ctx.rank)
+    ctx.aug_gen = torch.Generator().manual_seed(cfg.seed * 31 + epoch * 1_000_003 + ctx.rank)
+    order = epoch_order(len(data.y_train), cfg.seed, epoch, "cpu")
+    n_batches = math.ceil(len(order) / cfg.batch_size)
+    totals = torch.zeros(len(TOTALS), dtype=torch.float64, device=ctx.device)
+    t0 = time.time()
+    bar = progress(n_batches, epoch)
+    for b in range(n_batches):
+        if apply_control(ctx, epoch, b):
+            plan = ctx.strategy.plan(epoch)
+        ids_cpu = order[b * cfg.batch_size:(b + 1) * cfg.batch_size][ctx.rank::ctx.world]
+        if len(ids_cpu) == 0:
+            continue
+        pos = np.nonzero(ctx.sampled[ids_cpu.numpy()])[0]
+        record = torch.from_numpy(pos).to(ctx.device) if len(pos) else None
+        totals += train_batch(ctx, epoch, b, plan, ids_cpu.to(ctx.device), record)
+        if bar is not None:
+            bar.update(1)
+            if b % 10 == 0 or b == n_batches - 1:
+                t = named_totals(totals)
+                bar.set_postfix(loss=f"{t['loss'] / t['n']:.3f}", acc=f"{t['correct'] / t['n']:.3f}",
+                                fosc=f"{t['fosc'] / t['n']:.4f}", steps=f"{t['steps'] / t['n']:.2f}",
+                                c_t=("-" if math.isnan(plan.c_t) else f"{plan.c_t:.3f}"), refresh=False)
+        if b % 20 == 0:
+            write_status(ctx, "running", epoch, b)
+    if bar is not None:
+        bar.close()
+    t = named_totals(dist.all_reduce_sum(totals))
+    return {"plan": plan, "wall_s": time.time() - t0, "n": t["n"], "train_adv_acc": t["correct"] / max(t["n"], 1)}
+
+
+# ---- one batch: attack, update, rows to the store --------------------------------------------------
 def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Tensor, record: torch.Tensor | None):
     cfg, data = ctx.cfg, ctx.data
     x0, y = data.x_train[ids], data.y_train[ids]
@@ -278,54 +337,31 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
             **{m: traj[m].reshape(-1) for m in ("fosc", "fosc_box", "grad_l1", "loss", "active")},
         })
     return torch.stack([loss_vec.detach().sum().double(), correct.sum().double(), fosc.double().nan_to_num().sum(),
-                        steps.double().sum(), torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])
+                        steps.double().sum(), torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])  # TOTALS
+
+
+def build_attack(kind: str, cfg: RunConfig, steps: int, step_noise: float = 0.0) -> Attack:
+    kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
+    if kind == "fgsm":
+        return FGSM(cfg.eps, **kw)
+    if kind == "trades":
+        return TradesKL(cfg.eps, cfg.step_size, steps, random_start=True, **kw)
+    return PGD(cfg.eps, cfg.step_size, steps, random_start=cfg.random_start, step_noise=step_noise, **kw)
+
 
 
 def _augment_on(cfg: RunConfig) -> bool:
     return cfg.augment if cfg.augment is not None else cfg.dataset == "cifar10"
 
 
-# ---- one epoch ----------------------------------------------------------------------------------
-def train_epoch(ctx: Context, epoch: int, progress) -> dict:
-    cfg, data = ctx.cfg, ctx.data
-    plan = ctx.strategy.plan(epoch)
-    for group in ctx.opt.param_groups:
-        group["lr"] = lr_at(ctx, epoch)
-    # Every random draw of an epoch derives from (seed, epoch, rank): a resumed epoch is the same.
-    torch.manual_seed(cfg.seed * 7919 + epoch * 104_729 + ctx.rank)
-    ctx.aug_gen = torch.Generator().manual_seed(cfg.seed * 31 + epoch * 1_000_003 + ctx.rank)
-    order = epoch_order(len(data.y_train), cfg.seed, epoch, "cpu")
-    n_batches = math.ceil(len(order) / cfg.batch_size)
-    totals = torch.zeros(5, dtype=torch.float64, device=ctx.device)
-    t0 = time.time()
-    bar = progress(n_batches, epoch)
-    for b in range(n_batches):
-        apply_control(ctx, epoch, b)
-        if ctx.ctl.changed_schedule:
-            plan = ctx.strategy.plan(epoch)
-            ctx.ctl.changed_schedule = False
-        for group in ctx.opt.param_groups:
-            group["lr"] = lr_at(ctx, epoch)
-        ids_cpu = order[b * cfg.batch_size:(b + 1) * cfg.batch_size][ctx.rank::ctx.world]
-        if len(ids_cpu) == 0:
-            continue
-        pos = np.nonzero(ctx.sampled[ids_cpu.numpy()])[0]
-        record = torch.from_numpy(pos).to(ctx.device) if len(pos) else None
-        totals += train_batch(ctx, epoch, b, plan, ids_cpu.to(ctx.device), record)
-        if bar is not None:
-            bar.update(1)
-            if b % 10 == 0 or b == n_batches - 1:
-                t = totals.tolist()
-                bar.set_postfix(loss=f"{t[0] / t[4]:.3f}", acc=f"{t[1] / t[4]:.3f}", fosc=f"{t[2] / t[4]:.4f}",
-                                steps=f"{t[3] / t[4]:.2f}", c_t=("-" if math.isnan(plan.c_t) else f"{plan.c_t:.3f}"),
-                                refresh=False)
-        if b % 20 == 0:
-            write_status(ctx, "running", epoch, b)
-    if bar is not None:
-        bar.close()
-    totals = dist.all_reduce_sum(totals)
-    t = totals.tolist()
-    return {"plan": plan, "wall_s": time.time() - t0, "n": t[4], "train_adv_acc": t[1] / max(t[4], 1)}
+# ---- end of an epoch ----------------------------------------------------------------------------
+def end_of_epoch_strategy(ctx: Context, epoch: int) -> None:
+    """The strategy's look back at the epoch (Curriculum may roll back), then --c-max auto if due."""
+    rollback = ctx.strategy.end_epoch(epoch, lambda k: heldout_accuracy(ctx, k)[1], lambda: _weights(ctx))
+    if rollback is not None:  # every rank decides the same: same weights, same held-out noise
+        ctx.model.load_state_dict(rollback)
+        _event(ctx, "rollback", f"to the lesson's best weights; next epoch: PGD-{ctx.strategy.plan(epoch + 1).steps}", epoch)
+    estimate_c_max_if_due(ctx, after_epoch=epoch)
 
 
 def heldout_accuracy(ctx: Context, steps: int | None = None) -> tuple[float, float]:
@@ -380,73 +416,32 @@ def epoch_summary(ctx: Context, epoch: int, info: dict, clean_acc: float, pgd_ac
     }
 
 
-# ---- the whole run ------------------------------------------------------------------------------
-def train(cfg: RunConfig, run_dir: Path, name: str, resume: bool = False, progress=None) -> str:
-    """Train (or resume) the run in ``run_dir``. Returns the final state: finished or stopped."""
-    show_progress = progress is not None
-    progress = progress or (lambda n, epoch: None)
-    ctx = setup(cfg, run_dir, name, resume)
-    ctx.epoch = ctx.start_epoch
-    previous_handlers = _install_signal_handlers(ctx)
-    write_status(ctx, "running", ctx.start_epoch, message="resumed" if resume else "started", fsync=True)
-    _event(ctx, "resume" if resume else "start", f"from epoch {ctx.start_epoch}", ctx.start_epoch)
-    try:
-        estimate_c_max_if_due(ctx, after_epoch=None)
-        apply_control(ctx, ctx.start_epoch, 0)
-        for epoch in range(ctx.start_epoch, cfg.epochs):
-            ctx.epoch = epoch
-            info = train_epoch(ctx, epoch, progress if ctx.rank == 0 else (lambda n, e: None))
-            ctx.writer.end_epoch(epoch)
-            dist.barrier()
-            dist.broadcast_buffers(ctx.model)
-            rollback = ctx.strategy.end_epoch(epoch, lambda k: heldout_accuracy(ctx, k)[1], lambda: _weights(ctx))
-            if rollback is not None:  # every rank decides the same: same weights, same held-out noise
-                ctx.model.load_state_dict(rollback)
-                _event(ctx, "rollback", f"to the best weights of the lesson before; next: {ctx.strategy.plan(epoch + 1).steps} steps", epoch)
-            estimate_c_max_if_due(ctx, after_epoch=epoch)
-            if ctx.rank == 0:
-                clean_acc, pgd_acc = heldout_accuracy(ctx)
-                ctx.writer.write_epoch_summary(epoch_summary(ctx, epoch, info, clean_acc, pgd_acc))
-                insight.update(ctx.run_dir, epoch)  # per-example prefix aggregates: data maps, forgetting
-                best = not math.isnan(pgd_acc) and pgd_acc > ctx.best_acc
-                if best:
-                    ctx.best_acc = pgd_acc
-                save_checkpoint(ctx, epoch, best or epoch == 0)
-                alarms.record(ctx.run_dir, ctx.name, epoch)  # what is going wrong, as events (store.alarms)
-            dist.barrier()
-            write_status(ctx, "running", epoch + 1, message=f"epoch {epoch} done", fsync=True)
-        ctx.writer.close()
-        dist.dump_final_weights(ctx.model, ctx.rank)
-        if cfg.eval_at_end and ctx.rank == 0:
-            write_status(ctx, "running", cfg.epochs, message="evaluating")
-            from trainer import evaluate
-            # No batch boundary to stop at in here: SIGTERM stops at once (its rows stay marked partial).
-            with control.stop_at_once(StopRequested, pending=ctx.stop_signal):
-                evaluate.evaluate_run(run_dir, device=str(ctx.device), n=cfg.eval_n, progress=show_progress)
-        write_status(ctx, "finished", cfg.epochs, message="finished", fsync=True)
-        _event(ctx, "finish", "")
-        return "finished"
-    except StopRequested:
-        ctx.writer.close()
-        write_status(ctx, "stopped", ctx.epoch, message="stopped by user; resume with --resume", fsync=True)
-        _event(ctx, "stop", "stopped by user")
-        return "stopped"
-    except BaseException as e:
-        msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        try:
-            write_status(ctx, "failed", ctx.epoch, message=msg, fsync=True)
-        except OSError:
-            pass
-        raise
-    finally:
-        _restore_signal_handlers(previous_handlers)
-        dist.cleanup()
+def save_checkpoint(ctx: Context, epoch: int, best: bool) -> None:
+    if ctx.rank != 0:
+        return
+    state = {"epoch": epoch, "model": ctx.model.state_dict(), "optimizer": ctx.opt.state_dict(),
+             "strategy": ctx.strategy.state_dict(), "best_acc": ctx.best_acc, "config": ctx.cfg.to_dict(),
+             "control": ctx.ctl.state_dict(), "base_lr": ctx.base_lr}
+    if best:  # written first: 'last' is the resume point and must never be older than 'best'
+        checkpoint.save(checkpoint.path(ctx.run_dir, "best"), state)
+    checkpoint.save(checkpoint.path(ctx.run_dir, "last"), state)
 
 
-def _event(ctx: Context, kind: str, detail: str, epoch: int = -1) -> None:
+# ---- status, events, signals --------------------------------------------------------------------
+def write_status(ctx: Context, state: str, epoch: int, batch: int = -1, message: str = "", fsync: bool = False) -> None:
+    if ctx.rank != 0:
+        return
+    runs.write_json(ctx.run_dir / runs.STATUS, {
+        "state": state, "epoch": epoch, "batch": batch, "epochs": ctx.cfg.epochs, "pid": os.getpid(),
+        "host": socket.gethostname(), "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "message": message,
+    }, fsync=fsync)
+
+
+def _event(ctx: Context, kind: str, detail: str, epoch: int = -1, batch: int = -1) -> None:
     """Events are written once per run, by rank 0 (the events table has no rank column)."""
     if ctx.rank == 0:
-        ctx.writer.event(kind, detail, epoch)
+        ctx.writer.event(kind, detail, epoch, batch)
 
 
 def _install_signal_handlers(ctx: Context) -> dict:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import types
 import typing
@@ -23,6 +25,8 @@ from store.writer import WriterError
 from trainer.config import HELP, PRESETS, ConfigError, RunConfig, from_preset
 
 from trainer.cli import EXIT_BAD_INPUT, EXIT_IO, OneLineParser
+
+CODE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _parse_value(kind, text: str):
@@ -98,7 +102,7 @@ def _progress(quiet: bool):
 
 
 def _new_run(ns, cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
-    from trainer import data, loop
+    from trainer import data
     from trainer.device import pick_device
 
     name = ns.name or f"{cfg.strategy}-{cfg.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -111,11 +115,32 @@ def _new_run(ns, cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
     rd.mkdir()
     runs.write_json(rd / runs.CONFIG, cfg.to_dict())
     runs.write_json(rd / runs.META, {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": loop.git_commit(),
-        "code_hash": loop.code_hash(), "argv": sys.argv[1:], "python": sys.version.split()[0],
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+        "code_hash": code_hash(), "argv": sys.argv[1:], "python": sys.version.split()[0],
         "torch": __import__("torch").__version__,
     })
     return rd, name
+
+
+def code_hash() -> str:
+    """The run record's code identity: SHA-256 over the paths and contents of trainer/ and store/."""
+    h = hashlib.sha256()
+    for sub in ("trainer", "store"):
+        for p in sorted((CODE_ROOT / sub).rglob("*.py")):
+            h.update(str(p.relative_to(CODE_ROOT)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    """HEAD, with '-dirty' if tracked files have uncommitted changes; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CODE_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=CODE_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _resume_run(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
