@@ -14,6 +14,9 @@ import streamlit as st  # noqa: E402
 
 from dashboard import ui  # noqa: E402
 
+# No "Deploy" button or developer menu: also when started outside the repository (where
+# .streamlit/config.toml, which says the same, is not read).
+st.set_option("client.toolbarMode", "viewer")
 st.set_page_config(page_title="FOSC Lab", layout="wide")
 PAGES = [
     st.Page(ROOT / "dashboard/pages/runs.py", title="Runs", default=True),

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
+from dashboard import jobs
 
 APP = str(Path(__file__).resolve().parent.parent / "run_dashboard.py")
 
@@ -49,6 +50,11 @@ def figures(at: AppTest) -> dict:
     return out
 
 
+def frame_with(at: AppTest, column: str):
+    """The first table on the page with this column (AppTest finds tables by position only)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 def test_runs_page_lists_the_runs_and_offers_the_form(tiny_runs, monkeypatch):
     at = app(tiny_runs, monkeypatch)
     table = at.dataframe[0].value
@@ -57,9 +63,16 @@ def test_runs_page_lists_the_runs_and_offers_the_form(tiny_runs, monkeypatch):
     with store.open(tiny_runs) as con:
         ev = con.query_df("SELECT run, accuracy FROM evals WHERE checkpoint = 'last' AND setting = 'white-box' "
                           "AND attack = 'clean'").set_index("run")["accuracy"]
-    assert table.set_index("run")["clean_acc"].to_dict() == pytest.approx(ev.to_dict())
-    assert at.selectbox(key="f_strategy").options == ["unsecured", "standard", "curriculum", "dynamic", "fgsm-pgd",
-                                                       "fat", "trades"]
+        ep = con.query_df("SELECT run, epoch, heldout_pgd_acc FROM epochs ORDER BY run, epoch")
+    t = table.set_index("run")
+    assert (t["test_clean"] / 100).to_dict() == pytest.approx(ev.to_dict())
+    for run, g in ep.groupby("run"):  # the trend and its change: held-out only, finished epochs, in %
+        trend = (100 * g["heldout_pgd_acc"]).tolist()
+        assert t.at[run, "heldout_trend"] == pytest.approx(trend, abs=0.01)
+        assert t.at[run, "heldout_delta"] == pytest.approx(trend[-1] - trend[-2], abs=0.01)
+        assert t.at[run, "heldout_source"] == "held-out, epoch 1 (last finished), PGD-10, eps 0.3, n=128"
+        assert t.at[run, "test_source"] == "test set, last checkpoint, PGD-20 (eps/4), eps 0.3, n=128"
+    assert at.selectbox(key="f_strategy").options == list(jobs.STRATEGIES)
     assert at.selectbox(key="f_strategy").value == "dynamic"
     assert "stop_run" not in [b.key for b in at.button]  # nothing is running
 
@@ -93,8 +106,10 @@ def test_run_page_draws_the_chosen_epochs_and_the_schedule(tiny_runs, monkeypatc
     assert list(figs["Share of examples with FOSC <= c_t"].data[0].y) == pytest.approx(ep["below_ct"].tolist())
     bins = figs["Accuracy and loss by FOSC (epoch 1)"]
     assert sum(bins.data[0].customdata) == 384  # every example of the epoch lands in a bin
-    assert len(figs["Trajectories of sampled examples"].data) > 0
-    assert at.metric[0].value == f"{ep['fosc_q50'].iloc[-1]:.4g}"
+    assert len(figs["Trajectories, epoch 1"].data) > 0
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["FOSC median, epoch 1"] == f"{ep['fosc_q50'].iloc[-1]:.4g}"
+    assert tiles["held-out PGD, epoch 1"] == f"{100 * ep['heldout_pgd_acc'].iloc[-1]:.1f} %"
 
     at.toggle(key="run_follow").set_value(False).run()
     at.multiselect(key="run_epochs").set_value([1])
@@ -124,18 +139,19 @@ def test_compare_page_robustness_table_equals_the_evals_rows(tiny_runs, monkeypa
     assert not at.exception
     dens = figures(at)["FOSC density per epoch"]
     assert {t.name for t in dens.data} == {"tiny-dynamic", "tiny-unsecured"} and len(dens.data) == 4
-    table = at.dataframe[0].value.set_index("run")
-    assert list(table.columns) == ["strategy", "dataset", "Clean", "FGSM", "PGD-10", "PGD-20", "CW-inf"]
+    table = frame_with(at, "evaluation").set_index("run")
+    attacks = list(table.columns[2:-1])
+    assert list(table.columns[:2]) == ["strategy", "dataset"] and table.columns[-1] == "evaluation"
+    assert len(attacks) == 5 and attacks[0] == "Clean" and set(table["evaluation"]) == {"complete"}
     with store.open(tiny_runs) as con:
         ev = con.query_df("SELECT run, attack, accuracy FROM evals WHERE checkpoint = 'last' "
                           "AND setting = 'white-box' AND run IN ('tiny-dynamic', 'tiny-unsecured')")
-    names = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf"}
     assert len(ev) == 10
-    for _, row in ev.iterrows():
-        assert table.at[row["run"], names[row["attack"]]] == pytest.approx(100 * row["accuracy"])
+    for run, g in ev.groupby("run"):  # each row's cells are that run's accuracies, in %
+        assert sorted(table.loc[run, attacks]) == pytest.approx(sorted(100 * g["accuracy"]))
     assert at.get("download_button")  # the CSV export
     at.radio(key="cmp_checkpoint").set_value("best").run()
-    assert not at.exception and at.dataframe[0].value.shape == (2, 8)
+    assert not at.exception and frame_with(at, "evaluation").shape == (2, 8)
 
 
 def test_sql_page_runs_read_only_queries_and_refuses_writes(tiny_runs, monkeypatch):
@@ -163,3 +179,191 @@ def test_runs_dir_comes_from_the_flag_then_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("FOSC_RUNS_DIR")
     monkeypatch.chdir(tmp_path)
     assert dashboard.runs_dir([]) == tmp_path / "runs"
+
+
+# ---- issue 15: headline sources, partial results, config columns, tags, charts that mean something --------
+
+def _copy(tiny_runs, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_runs, tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def test_runs_table_shows_config_columns_filters_and_groups(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch)
+    t = at.dataframe[0].value.set_index("run")
+    for col, want in (("eps", 0.3), ("steps", 10), ("epochs", 2), ("n_train", 384), ("seed", 0), ("lr", 0.01),
+                      ("step_size", 0.3 / 4), ("t_prime", 1.0)):
+        assert t[col].tolist() == pytest.approx([want] * 3), col
+    assert set(t["duration"]) != {""} and set(t["eta"]) == {""}  # finished runs: no ETA
+    at.multiselect(key="runs_filter_by").set_value(["strategy"]).run()
+    at.multiselect(key="runs_f_strategy").set_value(["unsecured", "dynamic"]).run()
+    assert sorted(at.dataframe[0].value["run"]) == ["tiny-dynamic", "tiny-unsecured"]
+    at.selectbox(key="runs_group").set_value("strategy").run()
+    groups = at.dataframe[0].value  # the group summary comes first
+    assert groups.set_index("strategy")["runs"].to_dict() == {"unsecured": 1, "dynamic": 1}
+
+
+def test_tags_and_note_are_stored_in_the_run_folder_and_queryable(tiny_runs, tmp_path, monkeypatch):
+    runs_dir = _copy(tiny_runs, tmp_path)
+    at = app(runs_dir, monkeypatch)
+    at.selectbox(key="ann_run").set_value("tiny-standard").run()
+    at.text_input(key="ann_tags_tiny-standard").input("baseline, mnist")
+    at.text_area(key="ann_note_tiny-standard").input("the reference run")
+    at.button(key="FormSubmitter:annotate-tiny-standard-Save tags and note").click().run()
+    assert not at.exception and not at.error
+    assert "Saved tiny-standard" in at.success[0].value
+    assert at.dataframe[0].value.set_index("run").at["tiny-standard", "tags_text"] == "baseline, mnist"
+    with store.open(runs_dir) as con:
+        rows = con.query_df("SELECT run, note FROM runs WHERE list_contains(tags, 'mnist')")
+    assert rows.to_dict("list") == {"run": ["tiny-standard"], "note": ["the reference run"]}
+    at.text_input(key="ann_tags_tiny-standard").input("bad tag with spaces")
+    at.button(key="FormSubmitter:annotate-tiny-standard-Save tags and note").click().run()
+    assert len(at.error) == 1 and len(at.error[0].value.splitlines()) == 1
+
+
+def test_clone_fills_the_form_with_the_runs_settings(tiny_runs, monkeypatch):
+    at = app(tiny_runs, monkeypatch)
+    at.selectbox(key="ann_run").set_value("tiny-unsecured").run()
+    at.button(key="ann_clone").click().run()
+    assert not at.exception
+    assert at.selectbox(key="f_strategy").value == "unsecured"
+    assert at.text_input(key="f_name").value == "tiny-unsecured-clone"
+    assert (at.text_input(key="f_eps").value, at.text_input(key="f_epochs").value,
+            at.text_input(key="f_n_train").value) == ("0.3", "2", "384")
+
+
+def test_a_partial_evaluation_and_a_live_epoch_are_marked(tiny_runs, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from store import files
+
+    runs_dir = _copy(tiny_runs, tmp_path)
+    run = runs_dir / "tiny-dynamic"
+    for attack in ("pgd20", "cw"):  # an evaluation killed after PGD-10
+        files.eval_path(run, "last", "white-box", attack).unlink()
+    files.summary_path(run, 1).unlink()  # epoch 1's rows are there, its summary not yet: live
+    fgsm = files.eval_path(runs_dir / "tiny-unsecured", "last", "white-box", "fgsm")
+    t = pq.read_table(fgsm)  # an evaluation still running (or killed) marks its row partial
+    pq.write_table(t.set_column(t.schema.get_field_index("partial"), "partial", pa.array([True] * len(t))), fgsm)
+    at = app(runs_dir, monkeypatch)
+    t = at.dataframe[0].value.set_index("run")
+    assert t.at["tiny-dynamic", "test_source"] == ("test set, last checkpoint, PGD-10 (eps/4), eps 0.3, n=128 "
+                                                   "(partial: no PGD-20 (eps/4))")
+    assert t.at["tiny-unsecured", "test_source"].endswith("(partial: FGSM (eps) unfinished)")
+    assert t.at["tiny-dynamic", "heldout_source"].startswith("held-out, epoch 0 (last finished)")
+    assert "partial" not in t.at["tiny-standard", "test_source"]
+    at = app(runs_dir, monkeypatch, "run", run="tiny-dynamic")
+    labels = [m.label for m in at.metric]
+    assert "test PGD (partial)" in labels and "held-out PGD, epoch 0" in labels
+    figs = figures(at)
+    assert [t.name for t in figs["FOSC density, tiny-dynamic"].data] == ["epoch 0", "epoch 1 (live, partial)"]
+    assert "Accuracy and loss by FOSC (epoch 1: live, partial)" in figs
+    at = app(runs_dir, monkeypatch, "compare", cmp_runs=["tiny-dynamic", "tiny-standard"])
+    table = frame_with(at, "evaluation").set_index("run")
+    assert table.at["tiny-dynamic", "evaluation"] == "partial: no PGD-20, CW-inf"
+    assert table.at["tiny-standard", "evaluation"] == "complete"
+
+
+MEANINGLESS = {  # strategy -> charts that would mean nothing for it (and must not be drawn)
+    "standard": {"FOSC vs the schedule c_t", "PGD steps per epoch", "Share of examples with FOSC <= c_t"},
+    "unsecured": {"FOSC vs the schedule c_t", "PGD steps per epoch", "Share of examples with FOSC <= c_t"},
+    "dynamic": set(),
+}
+
+
+@pytest.mark.parametrize("strategy", ["standard", "dynamic", "unsecured"])
+def test_every_page_shows_only_charts_that_mean_something(tiny_runs, monkeypatch, strategy):
+    run = f"tiny-{strategy}"
+    at = app(tiny_runs, monkeypatch, "run", run=run)
+    figs = figures(at)
+    titles = set(figs)
+    assert not titles & MEANINGLESS[strategy], titles & MEANINGLESS[strategy]
+    captions = " ".join(c.value for c in at.caption)
+    if strategy == "dynamic":
+        assert {"FOSC vs the schedule c_t", "Share of examples with FOSC <= c_t"} <= titles
+    else:
+        assert "No FOSC-vs-c_t chart" in captions and "No PGD-steps chart" in captions  # says why
+    bars = figs["Accuracy and loss by FOSC (epoch 1)"].data[0].name
+    assert bars == ("accuracy (clean inputs)" if strategy == "unsecured" else "adversarial accuracy")
+    loss = figs["Accuracy and loss by FOSC (epoch 1)"].layout.yaxis2
+    assert loss.rangemode == "tozero"
+    if strategy == "unsecured":
+        assert "Trajectories, epoch 1" not in titles and "no PGD steps" in captions
+        assert [t.name for t in figs["Loss and accuracy"].data][:2] == ["train loss (clean)", "train (clean)"]
+    else:
+        traj = figs["Trajectories, epoch 1"]
+        assert traj.layout.showlegend is not False and traj.data[0].name.startswith("example ")
+    for page in ("compare", "sql"):
+        at = app(tiny_runs, monkeypatch, page, cmp_runs=[run])
+        assert not at.exception
+    assert "FOSC density per epoch" in figures(app(tiny_runs, monkeypatch, "compare", cmp_runs=[run]))
+
+
+def test_colours_are_fixed_per_run_and_legends_follow_the_table(tiny_runs, monkeypatch):
+    from dashboard import charts
+
+    at = app(tiny_runs, monkeypatch, "compare", cmp_runs=["tiny-standard", "tiny-dynamic", "tiny-unsecured"])
+    table_order = frame_with(at, "evaluation")["run"].tolist()
+    curves = figures(at)["held-out PGD accuracy"]
+    assert [t.name for t in curves.data] == table_order
+    colours = {t.name: t.line.color for t in curves.data}
+    assert colours == {r: charts.run_color(r) for r in table_order}
+    at = app(tiny_runs, monkeypatch, "compare", cmp_runs=["tiny-dynamic"])
+    assert figures(at)["held-out PGD accuracy"].data[0].line.color == colours["tiny-dynamic"]
+
+
+def test_deep_links_open_the_named_runs(tiny_runs, monkeypatch):
+    monkeypatch.setenv("FOSC_RUNS_DIR", str(tiny_runs))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["run_refresh"] = "off"
+    at.query_params["run"] = "tiny-standard"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="run_select").value == "tiny-standard"  # the root URL forwarded to the Run page
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["runs"] = "tiny-unsecured,tiny-standard,nope"
+    at.run()
+    assert not at.exception and at.multiselect(key="cmp_runs").value == ["tiny-unsecured", "tiny-standard"]
+
+
+def test_compare_says_when_runs_differ_and_averages_seeds(tiny_runs, tmp_path, monkeypatch):
+    import json
+
+    from store import runs as store_runs
+
+    runs_dir = _copy(tiny_runs, tmp_path)
+    cfg_path = runs_dir / "tiny-unsecured" / store_runs.CONFIG
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps(dict(cfg, eps=0.1, n_train=1000)))
+    at = app(runs_dir, monkeypatch, "compare", cmp_runs=["tiny-dynamic", "tiny-unsecured"])
+    warnings = " ".join(w.value for w in at.warning)
+    assert "differ in budget (eps: 0.1 vs 0.3; step size: 0.025 vs 0.075)" in warnings  # newest run first
+    assert "differ in data (data size: 1000 vs 384)" in warnings
+    diff = frame_with(at, "tiny-dynamic")
+    assert {"strategy", "eps", "data size"} <= set(diff.index)
+    # tiny-standard with another seed: the two standard runs differ only by seed and average into one row
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    copy = runs_dir / "tiny-standard-s1"
+    shutil.copytree(runs_dir / "tiny-standard", copy)
+    (copy / store_runs.CONFIG).write_text(json.dumps(dict(json.loads((copy / store_runs.CONFIG).read_text()), seed=1)))
+    for f in copy.rglob("*.parquet"):  # every row names its run
+        t = pq.read_table(f)
+        if "run" not in t.schema.names:
+            continue
+        run_col = pa.array(["tiny-standard-s1"] * len(t), t.schema.field("run").type)
+        pq.write_table(t.set_column(t.schema.get_field_index("run"), "run", run_col), f)
+    at = app(runs_dir, monkeypatch, "compare", cmp_runs=["tiny-standard", "tiny-standard-s1"], cmp_seeds=True)
+    avg = frame_with(at, "Clean sd")
+    assert len(avg) == 1 and avg["n"].iloc[0] == 2 and "x2 seeds" in avg["runs"].iloc[0]
+    with store.open(runs_dir) as con:
+        clean = con.query_df("SELECT accuracy FROM evals WHERE run = 'tiny-standard' AND checkpoint = 'last' "
+                             "AND setting = 'white-box' AND attack = 'clean'")["accuracy"].iloc[0]
+    assert avg["Clean"].iloc[0] == pytest.approx(100 * clean)  # the copy has the same rows: mean = value
+    assert avg["Clean sd"].iloc[0] == pytest.approx(0.0)

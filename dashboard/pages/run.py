@@ -1,4 +1,10 @@
-"""Run: one run, live: FOSC densities, the c_t schedule, PGD steps, loss and accuracy, Figs. 1a/1b."""
+"""Run: one run, live: is it getting robust (the headline), FOSC densities, the c_t schedule, PGD steps,
+loss and accuracy per epoch and per batch, Figs. 1a/1b. Charts appear only where they mean something.
+
+Layout rule: the live fragment draws the same slots in the same order on every refresh (a caption
+stands in a chart's slot when it has nothing to show), so Streamlit never remounts a chart and Plotly's
+``uirevision`` (per chart and run) keeps the user's zoom, pan and hidden traces across new data.
+"""
 import math
 
 import streamlit as st
@@ -18,21 +24,133 @@ kind = top[3].radio("Estimate", ["kernel density", "fine histogram"], key="run_k
 info = overview.set_index("run").loc[run]
 for _a in queries.load(RD, queries.alarms, (run,)).itertuples(): st.warning(f"**{_a.title}** (epoch {_a.epoch}): {_a.evidence}", icon="⚠️")  # noqa: E701,E501 (store.alarms)
 total = int(info["epochs"]) if info["epochs"] == info["epochs"] else 1
+strategy = str(info["strategy"] or "")
+ADVERSARIAL = strategy != "unsecured"  # an unsecured run trains on clean inputs: no attack, no PGD steps
 planned = list(range(total))  # stable options: a live run's new epochs do not reset the selection
-c = st.columns([1, 3, 2])
+c = st.columns([1, 3, 2, 2])
 follow = c[0].toggle("Follow latest", value=True, key="run_follow",
                      help="Show up to 5 epochs spread over those logged so far, always including the newest")
 chosen = c[1].multiselect("Epochs", planned, default=planned[:1], key="run_epochs", disabled=follow)
-detail = c[2].selectbox("Epoch for the per-example views (Figs. 1a, 1b)", ["latest", *planned], key="run_detail")
+detail = c[2].selectbox("Epoch for Figs. 1a, 1b", ["latest", *planned], key="run_detail",
+                        help="the per-example views (accuracy and loss by FOSC; per-step trajectories)")
+with c[3].popover("FOSC axis", width="stretch"):
+    clip_q = st.select_slider("Clip at quantile", [0.9, 0.95, 0.99, 0.999, 1.0], value=0.99, key="run_clip",
+                              help="Draw the densities up to this quantile of FOSC (1.0: everything): a few "
+                                   "far-out values otherwise squeeze the curves into spikes")
+    log_x = st.toggle("Log x-axis", value=False, key="run_logx")
 
 
-def _density(epochs: list[int]) -> None:
+def _pct(v) -> str:
+    return "-" if v is None or v != v else f"{v:.1f} %"
+
+
+def headline(h, ep) -> None:
+    """Is it getting robust: held-out PGD accuracy after each finished epoch (trend and change), the
+    test-set evaluation when there is one; every number with its source."""
+    m = st.columns(5)
+    trend = list(h["heldout_trend"]) if h is not None and isinstance(h["heldout_trend"], list) else []
+    if trend:
+        e = int(h["heldout_epoch"])
+        delta = None if h["heldout_delta"] != h["heldout_delta"] else f"{h['heldout_delta']:+.1f} pp"
+        m[0].metric(f"held-out PGD, epoch {e}", _pct(h["heldout_robust"]), delta, chart_data=trend,
+                    help=f"{h['heldout_source']}; change since epoch {e - 1}" if delta else h["heldout_source"],
+                    border=True)
+        m[1].metric(f"held-out clean, epoch {e}", _pct(h["heldout_clean"]), help=h["heldout_source"], border=True)
+    else:
+        m[0].metric("held-out PGD", "-", help="after the first finished epoch", border=True)
+        m[1].metric("held-out clean", "-", border=True)
+    partial = bool(h is not None and h["test_partial"])
+    has_test = h is not None and h["test_source"]
+    label = "test PGD" + (" (partial)" if partial else "")
+    m[2].metric(label, _pct(h["test_robust"]) if has_test else "-", border=True,
+                help=h["test_source"] if has_test else "the end-of-run evaluation (python -m trainer.evaluate)")
+    m[3].metric("test clean" + (" (partial)" if partial else ""), _pct(h["test_clean"]) if has_test else "-",
+                border=True, help=h["test_source"] if has_test else None)
+    last = ep.iloc[-1] if not ep.empty else None
+    m[4].metric(f"FOSC median, epoch {int(last['epoch'])}" if last is not None else "FOSC median",
+                "-" if last is None else f"{last['fosc_q50']:.4g}", border=True,
+                help="the last finished epoch's median FOSC (0: the attack reached a stationary point)")
+    parts = [s for s in (h["heldout_source"] if h is not None else "", h["test_source"] if has_test else "") if s]
+    st.caption(" | ".join(parts) if parts else "No finished epoch yet.")
+
+
+def tiles(ep) -> None:
+    """What the schedule and optimiser did in the last finished epoch (only what the strategy has)."""
+    last = ep.iloc[-1]
+    m = st.columns(4)
+    e = int(last["epoch"])
+    m[0].metric(f"c_t, epoch {e}", "-" if math.isnan(last["c_t"]) else f"{last['c_t']:.4g}",
+                help="Dynamic's FOSC target; other strategies have none")
+    m[1].metric(f"mean PGD steps, epoch {e}", f"{last['steps_mean']:.2f}" if ADVERSARIAL else "-",
+                help=None if ADVERSARIAL else "an unsecured run takes no PGD steps")
+    m[2].metric(f"lr, epoch {e}", f"{last['lr']:.3g}")
+    m[3].metric(f"examples / s, epoch {e}", f"{last['examples_per_s']:.0f}")
+
+
+def density(slot, epochs: list[int], live: list[int]) -> None:
     hist = queries.load(RD, queries.fosc_hist, (run,), tuple(epochs))
     dens = queries.density(hist, "kde" if kind == "kernel density" else "hist")
-    rev = f"density-{run}-{view}"
-    fig = (charts.density_overlay(dens, rev, title=f"FOSC density, {run}") if view == "overlay"
-           else charts.density_ridgeline(dens, rev, title=f"FOSC density by epoch, {run}"))
-    st.plotly_chart(fig, key="run_density", width="stretch")
+    clip = charts.hist_quantile(hist, clip_q) if clip_q < 1 else None
+    rev = f"density-{run}-{view}"  # per chart and run (and view): never per data
+    fig = (charts.density_overlay(dens, rev, title=f"FOSC density, {run}", live=live, clip=clip, log_x=log_x)
+           if view == "overlay" else
+           charts.density_ridgeline(dens, rev, title=f"FOSC density by epoch, {run}", live=live, clip=clip,
+                                    log_x=log_x))
+    slot.plotly_chart(fig, key="run_density", width="stretch")
+
+
+def schedule_and_steps(a, b, ep, steps) -> None:
+    if ep["c_t"].notna().any():
+        a.plotly_chart(charts.schedule(ep, total, f"schedule-{run}"), key="run_schedule", width="stretch")
+    else:
+        a.caption(f"No FOSC-vs-c_t chart: the {strategy} strategy has no schedule c_t (only Dynamic has one).")
+    if not ADVERSARIAL:
+        b.caption("No PGD-steps chart: an unsecured run trains on clean inputs and takes no PGD steps.")
+    elif steps.empty or steps["steps"].nunique() <= 1:
+        k = int(steps["steps"].iloc[0]) if not steps.empty else "K"
+        b.caption(f"No PGD-steps chart: every example took the same {k} steps in every epoch "
+                  f"(the {strategy} strategy never stops PGD early). Mean steps: see the tiles above.")
+    else:
+        b.plotly_chart(charts.steps_per_epoch(steps, ep, f"steps-{run}"), key="run_steps", width="stretch")
+
+
+def per_batch(slot, live: list[int]) -> None:
+    """Loss / accuracy / FOSC per batch, smoothed, against batches or training time."""
+    batches = queries.load(RD, queries.batch_summary, run)
+    if batches.empty:
+        slot.caption("Per-batch curves appear with the first per-example rows.")
+        return
+    with slot.container():
+        c = st.columns([2, 2, 3])
+        options = {"loss": "training loss", "acc": "training accuracy", "fosc": "mean FOSC"}
+        if ADVERSARIAL:
+            options["steps"] = "mean PGD steps"
+        metric = c[0].selectbox("Per-batch curve", list(options), format_func=options.get, key="run_batch_metric")
+        x = c[1].radio("x-axis", ["batch", "time"], key="run_batch_x", horizontal=True,
+                       format_func={"batch": "batch", "time": "training time"}.get)
+        smooth = c[2].slider("Smoothing (EMA)", 0.0, 0.99, 0.6, 0.01, key="run_smooth")
+        b = _batch_axis(batches, queries.load(RD, queries.epochs, (run,)))
+        label = options[metric].replace("training accuracy", "training accuracy (adv.)" if ADVERSARIAL
+                                        else "training accuracy (clean)")
+        st.plotly_chart(charts.batch_curves(b, metric, f"batch-{run}", label, x=x, smoothing=smooth,
+                                            percent=metric == "acc", live=live),
+                        key="run_batches", width="stretch")
+
+
+def _batch_axis(batches, ep):
+    """Batches since the start, and seconds of training: each epoch's wall time spread evenly over its
+    batches (the live epoch at the median epoch time so far)."""
+    b = batches.sort_values(["epoch", "batch"]).reset_index(drop=True)
+    b["step"] = range(len(b))
+    wall = dict(zip(ep["epoch"], ep["wall_s"])) if not ep.empty else {}
+    default = float(ep["wall_s"].median()) if not ep.empty else 1.0
+    start, t = 0.0, []
+    for e, g in b.groupby("epoch", sort=True):
+        w = float(wall.get(e, default))
+        t.extend(start + w * (g["batch"].to_numpy() + 1) / (g["batch"].max() + 1))
+        start += w
+    b["t_s"] = t
+    return b
 
 
 @st.fragment(run_every=interval)
@@ -44,49 +162,58 @@ def live() -> None:
     r = ov.loc[run]
     have = queries.load(RD, queries.example_epochs, run)["epoch"].tolist()
     ep = queries.load(RD, queries.epochs, (run,))
-    st.markdown(f"**{run}**: {r['strategy']} on {r['dataset']} ({r['model']}), eps {r['eps']:.4g}; "
-                f"state **{r['state']}**, {r['epochs_done']}/{total} epochs done. {r['message'] or ''}")
-    if not have:
-        st.info("No per-example rows yet: the trainer writes them every 10 s (flush-seconds) and at the end "
-                "of each epoch. This page refreshes by itself unless auto-refresh is off.")
-        return
+    heads = queries.load(RD, queries.headline).set_index("run")
+    h = heads.loc[run] if run in heads.index else None
+    finished = set(ep["epoch"].tolist())
+    live_epochs = [e for e in have if e not in finished]  # rows logged, summary not yet written
+    slots = [st.container() for _ in range(8)]  # fixed slots: charts keep their place (and zoom)
+    with slots[0]:
+        st.markdown(f"**{run}**: {strategy} on {r['dataset']} ({r['model']}), eps {r['eps']:.4g}; "
+                    f"state **{r['state']}**, {r['epochs_done']}/{total} epochs done. {r['message'] or ''}")
+        headline(h, ep)
+        if live_epochs:
+            st.caption(f"Epoch {', '.join(map(str, live_epochs))}: live, partial (its rows so far; the tiles "
+                       "and the per-epoch curves use finished epochs only).")
     if not ep.empty:
-        last = ep.iloc[-1]
-        m = st.columns(5)
-        m[0].metric("FOSC median (last epoch)", f"{last['fosc_q50']:.4g}")
-        m[1].metric("c_t", "-" if math.isnan(last["c_t"]) else f"{last['c_t']:.4g}")
-        m[2].metric("mean PGD steps", f"{last['steps_mean']:.2f}")
-        m[3].metric("held-out PGD acc.", f"{last['heldout_pgd_acc']:.3f}")
-        m[4].metric("lr", f"{last['lr']:.3g}")
+        with slots[1]:
+            tiles(ep)
+    if not have:
+        slots[2].info("No per-example rows yet: the trainer writes them every 10 s (flush-seconds) and at the end "
+                      "of each epoch. This page refreshes by itself unless auto-refresh is off.")
+        return
     epochs = ui.spread(have) if follow else [e for e in chosen if e in have]
     missing = sorted(set(chosen) - set(have)) if not follow else []
-    if missing:
-        st.caption(f"no rows yet for epoch(s) {missing}")
-    _density(epochs)
+    with slots[2]:
+        density(st.container(), epochs, live_epochs)
+        if missing:
+            st.caption(f"no rows yet for epoch(s) {missing}")
     if ep.empty:
-        st.caption("Per-epoch summaries appear when the first epoch ends.")
+        slots[3].caption("Per-epoch summaries appear when the first epoch ends.")
     else:
-        a, b = st.columns(2)
-        a.plotly_chart(charts.schedule(ep, total, f"schedule-{run}"), key="run_schedule", width="stretch")
-        b.plotly_chart(charts.steps_per_epoch(queries.load(RD, queries.steps_hist, run), ep, f"steps-{run}"),
-                       key="run_steps", width="stretch")
-        a, b = st.columns([2, 1])
-        a.plotly_chart(charts.loss_accuracy(ep, f"lossacc-{run}"), key="run_lossacc", width="stretch")
+        a, b = slots[3].columns(2)
+        schedule_and_steps(a, b, ep, queries.load(RD, queries.steps_hist, run))
+        a, b = slots[4].columns([2, 1])
+        a.plotly_chart(charts.loss_accuracy(ep, f"lossacc-{run}", adversarial=ADVERSARIAL), key="run_lossacc",
+                       width="stretch")
         if ep["below_ct"].notna().any():
             b.plotly_chart(charts.below_ct(ep, f"below-{run}"), key="run_below", width="stretch")
         else:
-            b.caption("Share below c_t: only Dynamic runs have a schedule c_t.")
+            b.caption("No share-below-c_t chart: only Dynamic runs have a schedule c_t.")
+    per_batch(slots[5], live_epochs)
     at = have[-1] if detail == "latest" or detail not in have else detail
-    a, b = st.columns(2)
+    a, b = slots[6].columns(2)
     bins = queries.load(RD, queries.fosc_bins, run, at)
-    a.plotly_chart(charts.fosc_bins(bins, f"bins-{run}", epoch=at), key="run_bins", width="stretch")
+    a.plotly_chart(charts.fosc_bins(bins, f"bins-{run}", epoch=at, adversarial=ADVERSARIAL,
+                                    partial=at in live_epochs), key="run_bins", width="stretch")
     traj = queries.load(RD, queries.trajectories, run, at)
     if traj.empty:
-        b.caption(f"No per-step trajectories for epoch {at} (the run records --trajectory-examples per epoch; "
-                  "runs without PGD have none).")
+        b.caption(f"No per-step trajectories for epoch {at}: " + (
+            "an unsecured run takes no PGD steps." if not ADVERSARIAL else
+            "the run records --trajectory-examples per epoch; none were recorded."))
     else:
-        b.plotly_chart(charts.trajectories(traj, f"traj-{run}"), key="run_traj", width="stretch")
-    with st.expander("Events (starts, control changes, stops)"):
+        title = f"Trajectories, epoch {at}" + (" (live, partial)" if at in live_epochs else "")
+        b.plotly_chart(charts.trajectories(traj, f"traj-{run}", title=title), key="run_traj", width="stretch")
+    with slots[7].expander("Events (starts, control changes, stops)"):
         st.dataframe(queries.load(RD, queries.events, run), hide_index=True, key="run_events")
 
 
