@@ -3,41 +3,91 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import jobs, queries, ui
+from dashboard import charts, jobs, queries, ui
+from store import annotations
+from store.runs import StoreError
 
 RD = ui.runs_dir()
 st.title("Runs")
 
+if "run" in st.query_params or "runs" in st.query_params:  # a deep link (?run=NAME, ?runs=A,B) to the app's root
+    page = ui.RUN_PAGE if "run" in st.query_params else ui.COMPARE_PAGE
+    st.switch_page(page, query_params=dict(st.query_params))
+
+CONFIG = {"strategy": "strategy", "state": "state", "dataset": "dataset", "model": "model", "eps": "eps",
+          "steps": "K", "step_size": "step size", "c_max": "c_max", "t_prime": "T'", "lr": "lr",
+          "epochs": "epochs", "seed": "seed", "n_train": "data size"}
+PCT = "%.1f %%"
 COLUMNS = {
-    "run": st.column_config.TextColumn("run"),
-    "strategy": "strategy", "dataset": "dataset", "model": "model", "state": "state",
+    "run": st.column_config.TextColumn("run", pinned=True),
+    "state": "state", "strategy": "strategy",
     "progress": st.column_config.TextColumn("epoch", help="epochs done / epochs"),
-    "clean_acc": st.column_config.NumberColumn("clean acc.", format="%.3f"),
-    "robust_acc": st.column_config.NumberColumn("robust acc.", format="%.3f",
-                                                help="PGD-20 (else PGD-10) on the test set after training; "
-                                                     "during training, PGD on the held-out examples"),
-    "acc_source": st.column_config.TextColumn("accuracy from"),
+    "duration": st.column_config.TextColumn("duration", help="wall clock from the run's creation to its last "
+                                                             "status (to now while it runs)"),
+    "eta": st.column_config.TextColumn("ETA", help="running runs: median epoch time x epochs left"),
+    "heldout_trend": st.column_config.LineChartColumn(
+        "held-out PGD trend", y_min=0, y_max=100, help="held-out PGD accuracy (%) after each finished epoch"),
+    "heldout_robust": st.column_config.NumberColumn("held-out PGD", format=PCT,
+                                                    help="after the last finished epoch (see 'held-out from')"),
+    "heldout_delta": st.column_config.NumberColumn("change", format="%+.1f pp",
+                                                   help="held-out PGD accuracy: last finished epoch minus the one "
+                                                        "before (percentage points)"),
+    "heldout_clean": st.column_config.NumberColumn("held-out clean", format=PCT),
+    "heldout_source": st.column_config.TextColumn("held-out from"),
+    "test_clean": st.column_config.NumberColumn("test clean", format=PCT),
+    "test_robust": st.column_config.NumberColumn("test PGD", format=PCT,
+                                                 help="the end-of-run evaluation: PGD-20 (else PGD-10)"),
+    "test_source": st.column_config.TextColumn("test from", help="checkpoint, attack and budget, examples; "
+                                                                 "'partial' when the evaluation was cut short"),
+    "dataset": "dataset", "model": "model",
+    "eps": st.column_config.NumberColumn("eps", format="%.4g"),
+    "steps": st.column_config.NumberColumn("K", format="%d", help="PGD steps (the most, for Dynamic)"),
+    "step_size": st.column_config.NumberColumn("step size", format="%.4g"),
+    "c_max": st.column_config.NumberColumn("c_max", format="%.4g"),
+    "t_prime": st.column_config.NumberColumn("T'", format="%.4g"),
+    "lr": st.column_config.NumberColumn("lr", format="%.4g"),
+    "epochs": st.column_config.NumberColumn("epochs", format="%d"),
+    "seed": st.column_config.NumberColumn("seed", format="%d"),
+    "n_train": st.column_config.NumberColumn("data size", format="%d", help="training examples (empty: all)"),
+    "tags_text": st.column_config.TextColumn("tags"), "note": st.column_config.TextColumn("note"),
     "message": "message",
 }
-
-
-def overview():
-    df = queries.load(RD, queries.runs_overview)
-    return df.assign(progress=[f"{d}/{t}" if t == t and t is not None else str(d)
-                               for d, t in zip(df["epochs_done"], df["epochs"])])
 
 
 interval = ui.refresh_picker("runs_refresh")
 
 
+def _styled(df):
+    """The run column in the run's own colour (the one its curves have on every page)."""
+    return df.style.map(lambda v: f"color: {charts.run_color(v)}; font-weight: 600", subset=["run"])
+
+
+def group_summary(df, group: str) -> None:
+    """One row per value of the group-by column: how many runs, and their robust accuracies."""
+    agg = df.groupby(df[group].astype(str), sort=False).agg(
+        runs=("run", "count"), heldout_mean=("heldout_robust", "mean"), heldout_sd=("heldout_robust", "std"),
+        test_mean=("test_robust", "mean"), test_sd=("test_robust", "std")).reset_index()
+    st.dataframe(agg, hide_index=True, key="runs_groups", column_config={
+        group: CONFIG.get(group, "tags"), "runs": "runs",
+        "heldout_mean": st.column_config.NumberColumn("held-out PGD, mean", format=PCT),
+        "heldout_sd": st.column_config.NumberColumn("sd", format="%.1f pp"),
+        "test_mean": st.column_config.NumberColumn("test PGD, mean", format=PCT),
+        "test_sd": st.column_config.NumberColumn("sd", format="%.1f pp")})
+
+
 @st.fragment(run_every=interval)
 def runs_table():
     pending = jobs.pending_jobs(RD)  # adopts started jobs into their run folders first
-    df = overview()
+    df = ui.runs_frame(RD)
     if df.empty and not pending:
         ui.empty_state(RD)
     if not df.empty:
-        st.dataframe(df[list(COLUMNS)], hide_index=True, column_config=COLUMNS, key="runs_table",
+        shown, group = ui.filter_and_group(df, CONFIG, "runs")
+        if group:
+            group_summary(shown, group)
+        st.caption(f"{len(shown)} of {len(df)} runs. Held-out numbers: the run's own held-out split after each "
+                   "finished epoch; test numbers: the end-of-run evaluation. Each names its source.")
+        st.dataframe(_styled(shown[list(COLUMNS)]), hide_index=True, column_config=COLUMNS, key="runs_table",
                      width="stretch")
     for rec in pending:
         state = "starting" if rec["alive"] else "exited before creating its run folder"
@@ -164,6 +214,59 @@ def adjust_form(col, name: str, strategy: str) -> None:
         st.form_submit_button("Apply", on_click=_apply_adjust, args=(name, keys))
 
 runs_table()
+
+
+# ---- a run's tags and note; clone it into the form --------------------------------------------------
+def _clone_into_form(name: str, cfg: dict) -> None:
+    """The form below takes this run's settings (a callback: it runs before the form exists)."""
+    presets = {"mnist-demo": "quick", "mnist": "paper-mnist", "cifar10": "paper-cifar10"}
+    st.session_state["f_strategy"] = cfg.get("strategy") if cfg.get("strategy") in jobs.STRATEGIES else "dynamic"
+    st.session_state["f_preset"] = presets.get(cfg.get("dataset"), "quick")
+    st.session_state["f_dataset"] = cfg["dataset"] if cfg.get("dataset") in jobs.DATASETS else PRESET_DEFAULT
+    st.session_state["f_model"] = cfg["model"] if cfg.get("model") in jobs.MODELS else PRESET_DEFAULT
+    for key, field, kind in (("f_eps", "eps", float), ("f_steps", "steps", int), ("f_cmax", "c_max", float),
+                             ("f_tprime", "t_prime", float), ("f_epochs", "epochs", int), ("f_lr", "lr", float),
+                             ("f_n_train", "n_train", int), ("f_batch", "batch_size", int),
+                             ("f_heldout", "heldout", int)):
+        v = cfg.get(field)
+        st.session_state[key] = kind(v) if v is not None and v == v else None
+    st.session_state["f_alpha"] = cfg.get("alpha") if isinstance(cfg.get("alpha"), float) else None
+    st.session_state["f_name"] = f"{name}-clone"
+    st.session_state["runs_feedback"] = (f"The form below holds {name}'s settings (settings the form lacks come "
+                                         "from the preset): change what you want and start it.")
+
+
+def annotate_and_clone() -> None:
+    df = ui.runs_frame(RD)
+    if df.empty:
+        return
+    st.subheader("Tags, note, clone")
+    c1, c2 = st.columns([2, 3])
+    name = c1.selectbox("Run", df["run"].tolist(), key="ann_run")
+    row = df.set_index("run").loc[name]
+    cfg = {k: (None if isinstance(row.get(k), float) and row.get(k) != row.get(k) else row.get(k))
+           for k in ("strategy", "dataset", "model", *queries.CONFIG_COLUMNS)}
+    cfg["alpha"] = None  # the step size shown is alpha or eps/4; leave it to the trainer's rule
+    c1.button("Clone into the form below", key="ann_clone", on_click=_clone_into_form, args=(name, cfg),
+              help="Start a new run with this run's settings, changed where you like")
+    with c2.form(f"annotate-{name}"):
+        tags = st.text_input("Tags (comma-separated)", value=row["tags_text"], key=f"ann_tags_{name}")
+        note = st.text_area("Note", value=row["note"] or "", key=f"ann_note_{name}", height=80)
+        saved = st.form_submit_button("Save tags and note")
+    if saved:
+        try:
+            now = annotations.write(RD, name, tags, note)
+            st.session_state["runs_feedback"] = f"Saved {name}: tags {', '.join(now['tags']) or '(none)'}; note " \
+                                                f"{len(now['note'])} characters."
+            st.cache_data.clear()  # the table shows the new tags now, not after the cache's TTL
+            st.rerun()
+        except StoreError as e:
+            c2.error(str(e))
+    if st.session_state.get("runs_feedback"):
+        st.success(st.session_state["runs_feedback"])
+
+
+annotate_and_clone()
 
 # ---- start -------------------------------------------------------------------------------------------
 st.subheader("Start a run")
