@@ -146,23 +146,15 @@ def ref_all_runs_mean(con):
     return df.groupby(["run", "epoch"]).mean()
 
 
-def run_page(con, run, epochs, last, keep=False):
-    if not keep:
-        queries.clear_memo()
+def run_page(con, run, epochs, last):
     queries.runs_overview(con), queries.example_epochs(con, run), queries.epochs(con, (run,))
     queries.density(queries.fosc_hist(con, (run,), epochs)), queries.steps_hist(con, run)
     queries.fosc_bins(con, run, last), queries.trajectories(con, run, last), queries.events(con, run)
 
 
 def compare_page(con, runs, epochs):
-    queries.clear_memo()
     queries.runs_overview(con), queries.density(queries.fosc_hist(con, runs, epochs))
     queries.epochs(con, runs), queries.robustness(con, runs)
-
-
-def cold(fn, *args):
-    queries.clear_memo()
-    return fn(*args)
 
 
 def _time(fn, repeat: int) -> float:
@@ -206,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         chosen = tuple(sorted({0, a.epochs // 4, a.epochs // 2, last}))
         cases = [
             ("runs_overview (every run, latest accuracies)", lambda: queries.runs_overview(con), None),
-            ("epochs (per-epoch summaries, 1 run, cold)", lambda: cold(queries.epochs, con, (run,)), None),
-            ("epochs (per-epoch summaries, every run, cold)", lambda: cold(queries.epochs, con, every), None),
-            ("epochs (per-epoch summaries, every run, files unchanged)", lambda: queries.epochs(con, every),
-             None),
+            ("epochs (per-epoch summaries, 1 run)", lambda: queries.epochs(con, (run,)), None),
+            ("epochs (per-epoch summaries, every run)", lambda: queries.epochs(con, every), None),
+            ("epochs through load, files unchanged (st.cache_data hit, folder signature)",
+             lambda: queries.load(root, queries.epochs, every), None),
             (f"fosc_hist (1 run, {len(chosen)} epochs, 400 bins) + binned KDE",
              lambda: queries.density(queries.fosc_hist(con, (run,), chosen)),
              lambda: ref_fosc_hist(con, run, chosen, 400)),
@@ -217,10 +209,8 @@ def main(argv: list[str] | None = None) -> int:
              lambda: view_hist(con, run, chosen, 400), None),
             ("fosc_bins (Fig. 1a, 1 run, 1 epoch, 20 bins)", lambda: queries.fosc_bins(con, run, last),
              lambda: ref_fosc_bins(con, run, last, 20)),
-            ("steps_hist (PGD steps per epoch, 1 run, all epochs, cold)", lambda: cold(queries.steps_hist, con, run),
+            ("steps_hist (PGD steps per epoch, 1 run, all epochs)", lambda: queries.steps_hist(con, run),
              lambda: ref_steps_hist(con, run)),
-            ("steps_hist, finished epochs kept (a live run rescans only its current epoch)",
-             lambda: queries.steps_hist(con, run), None),
             ("  the same counts through the all-runs view (WHERE run = ?)",
              lambda: con.query_df("SELECT epoch, steps, count(*) FROM examples WHERE run = ? GROUP BY ALL", [run]),
              None),
@@ -228,10 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             (f"compare fosc_hist ({a.runs} runs, 1 epoch)",
              lambda: queries.fosc_hist(con, every, (last,)), lambda: ref_compare_hist(con, every, last, 400)),
             ("robustness table (every run)", lambda: queries.robustness(con, None), None),
-            ("Run page: every query it makes, uncached, memo cold", lambda: run_page(con, run, chosen, last), None),
-            ("Run page again (a refresh: memos kept, queries not cached)",
-             lambda: run_page(con, run, chosen, last, keep=True), None),
-            ("Compare page: 4 runs, 3 epochs, uncached, memo cold",
+            ("Run page: every query it makes, uncached", lambda: run_page(con, run, chosen, last), None),
+            ("Compare page: 4 runs, 3 epochs, uncached",
              lambda: compare_page(con, every[:4], (0, a.epochs // 2, last)), None),
             ("mean FOSC/steps/acc per epoch, ALL rows (not a dashboard query)",
              lambda: con.query_df("SELECT run, epoch, avg(fosc), avg(steps), avg(correct::INT) FROM examples "

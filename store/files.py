@@ -124,3 +124,31 @@ def table_files(run: Path, table: str, epochs=None) -> list[Path]:
     if epochs is None:
         return partitioned_files(tdir)
     return [f for e in epochs for f in epoch_files(epoch_dir(tdir, e))]
+
+
+def folder_signature(runs_dir: Path) -> str:
+    """A short digest that changes whenever a file is added, renamed into place or removed anywhere
+    in the runs folder's run and table folders (the writer only ever renames whole files in, which
+    updates the folder's mtime), or a run's JSON file changes: a cache key for query results."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+
+    def add(path: Path) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        h.update(f"{path}\0{st.st_mtime_ns}\0{st.st_size}\0{st.st_ino}\n".encode("utf-8", "surrogateescape"))
+
+    root = Path(runs_dir)
+    add(root)
+    for run in sorted(_scandir_names(root)):
+        rd = root / run
+        add(rd)
+        for name in sorted(_scandir_names(rd)):
+            add(rd / name)  # JSON files, table folders
+            if name in PARTITIONED:
+                for _, d in epoch_dirs(rd / name):
+                    add(d)
+    return h.hexdigest()

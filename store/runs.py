@@ -51,11 +51,13 @@ def run_dir(runs_dir: str | Path, name: str) -> Path:
 
 
 def list_runs(runs_dir: str | Path) -> list[Path]:
-    """Run folders (those with a config), sorted by name."""
+    """Run folders (those with a config entry: a damaged config still makes a run, which readers
+    then report), sorted by name."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / CONFIG).is_file() and _RUN_NAME.fullmatch(p.name))
+    return sorted(p for p in root.iterdir()
+                  if _RUN_NAME.fullmatch(p.name) and p.is_dir() and os.path.lexists(p / CONFIG))
 
 
 def fsync_dir(path: Path) -> None:

@@ -9,6 +9,10 @@ Two layers keep user SQL read-only. ``check_query`` lets through only statements
 ``store.open`` is itself sandboxed (files only under the runs folder, no extensions, settings
 locked), which is what stops ``read_csv('/etc/passwd')`` and its cousins. The dashboard's SQL page
 calls ``run_query`` as this CLI does.
+
+Every statement is bounded: interrupted after ``--timeout`` seconds, at most ``--row-limit`` rows
+fetched (the LIMIT is put inside the query, so DuckDB never builds the rest), and DuckDB's memory
+limit (``store.reader.MEMORY_LIMIT``, spilling to a private folder of bounded size).
 """
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ import duckdb
 import pandas as pd
 
 from store import runs
-from store.reader import VIEWS, open_store
+from store.reader import TIMEOUT_S, VIEWS, open_store
+
+ROW_LIMIT = 1_000_000  # rows one statement may return to the CLI (the dashboard shows 10,000)
 
 # PRAGMAs and CALLs that only report (everything else can change settings or state).
 READ_ONLY_PRAGMAS = frozenset({
@@ -120,23 +126,26 @@ def check_query(sql: str) -> list[str]:
     return [s.query for s in stmts]
 
 
-def iter_results(con, sql: str):
-    """Check all of ``sql`` first, then run its statements on ``con``, yielding each result."""
+def iter_results(con, sql: str, timeout_s: float | None = None, max_rows: int = ROW_LIMIT):
+    """Check all of ``sql`` first, then run its statements on ``con`` (a store connection), each
+    bounded in time (``timeout_s``; None: the connection's own bound) and rows, yielding each result
+    (``df.attrs['truncated']``: rows were cut)."""
     for text in check_query(sql):
         try:
-            yield con.query_df(text) if hasattr(con, "query_df") else con.execute(text).df()
+            yield con.query_df(text, timeout_s=timeout_s, max_rows=max_rows)
         except duckdb.PermissionException as e:
             raise QueryRefused(f"refused: {one_line(e)} (only files under the runs folder can be read)") from None
 
 
-def run_query(con, sql: str) -> pd.DataFrame:
+def run_query(con, sql: str, timeout_s: float | None = None, max_rows: int = ROW_LIMIT) -> pd.DataFrame:
     """Check ``sql``, run its statements on ``con`` (a store connection), return the last result.
 
-    Raises QueryRefused (a statement that is not a read, or a file outside the runs folder) or
-    duckdb.Error (syntax, unknown column...); ``one_line(exc)`` words either for users.
+    Raises QueryRefused (a statement that is not a read, or a file outside the runs folder),
+    store.reader.QueryTimeout (past ``timeout_s``) or duckdb.Error (syntax, unknown column, out of
+    memory...); ``one_line(exc)`` words each for users.
     """
     df = None
-    for df in iter_results(con, sql):
+    for df in iter_results(con, sql, timeout_s, max_rows):
         pass
     return df
 
@@ -160,7 +169,8 @@ def render(df: pd.DataFrame, fmt: str, max_rows: int = 0) -> str:
     else:
         body = shown.to_string(index=False)
     more = f", first {len(shown)} shown; --max-rows 0 shows all" if len(shown) < n else ""
-    return f"{body}\n({n} row{'s' if n != 1 else ''}{more})\n"
+    cut = " fetched, more not (--row-limit)" if df.attrs.get("truncated") else ""
+    return f"{body}\n({n} row{'s' if n != 1 else ''}{cut}{more})\n"
 
 
 # ---- the shell ----------------------------------------------------------------------------------
@@ -180,7 +190,7 @@ def _read_line(interactive: bool, continuing: bool) -> str | None:
         return None
 
 
-def shell(con, fmt: str, max_rows: int, interactive: bool) -> int:
+def shell(con, fmt: str, max_rows: int, interactive: bool, bounds: tuple[float, int] = (TIMEOUT_S, ROW_LIMIT)) -> int:
     """Read statements until EOF or .quit; a failing one prints its error and the shell goes on.
 
     Returns 2 if any statement failed (so a script piped in can be checked), else 0.
@@ -199,6 +209,10 @@ def shell(con, fmt: str, max_rows: int, interactive: bool) -> int:
             print("^C", file=sys.stderr)
             buf = ""
             continue
+        except UnicodeDecodeError:
+            print("error: the input is not UTF-8 text; statement dropped", file=sys.stderr)
+            failed, buf = True, ""
+            continue
         if line is None:
             break
         stripped = line.strip()
@@ -214,19 +228,21 @@ def shell(con, fmt: str, max_rows: int, interactive: bool) -> int:
             continue
         buf += line
         if stripped.endswith(";"):
-            failed |= not _run_and_print(con, buf, fmt, max_rows)
+            failed |= not _run_and_print(con, buf, fmt, max_rows, bounds)
             buf = ""
     if buf.strip():  # a last statement without its ';'
-        failed |= not _run_and_print(con, buf, fmt, max_rows)
+        failed |= not _run_and_print(con, buf, fmt, max_rows, bounds)
     return 2 if failed else 0
 
 
-def _run_and_print(con, sql: str, fmt: str, max_rows: int) -> bool:
+def _run_and_print(con, sql: str, fmt: str, max_rows: int, bounds: tuple[float, int] = (TIMEOUT_S, ROW_LIMIT)) -> bool:
     try:
-        for df in iter_results(con, sql):
+        for df in iter_results(con, sql, *bounds):
             sys.stdout.write(render(df, fmt, max_rows))
             sys.stdout.flush()
-    except (QueryRefused, duckdb.Error) as e:
+            if df.attrs.get("truncated") and fmt != "table":
+                print(f"warning: output cut at {len(df):,} rows (--row-limit)", file=sys.stderr)
+    except (QueryRefused, runs.StoreError, duckdb.Error) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return False
     return True
@@ -241,29 +257,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the runs folder (default: ${runs.RUNS_DIR_ENV} or ./runs)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--max-rows", type=int, default=200, help="rows a table shows (0: all; csv/json: always all)")
+    p.add_argument("--row-limit", type=int, default=ROW_LIMIT,
+                   help=f"rows a statement may return at most (default {ROW_LIMIT:,}); the rest is not computed")
+    p.add_argument("--timeout", type=float, default=TIMEOUT_S,
+                   help=f"seconds a statement may run before it is interrupted (default {TIMEOUT_S:g})")
     return p
 
 
-def _warn_skipped(con) -> None:
-    """Damaged Parquet files are left out of the views; say so, or a count is silently short."""
-    if con.skipped:
-        path, why = next(iter(con.skipped.items()))
-        more = f" (and {len(con.skipped) - 1} more)" if len(con.skipped) > 1 else ""
-        print(f"warning: left out damaged file {path}{more}: {why}", file=sys.stderr)
+def _warn_skipped(con, shown: int = 5) -> None:
+    """Files left out of the views (damaged, foreign, links out): say so, or a count is silently short."""
+    items = sorted(con.skipped.items())
+    for path, why in items[:shown]:
+        print(f"warning: left out {path}: {why}", file=sys.stderr)
+    if len(items) > shown:
+        print(f"warning: and {len(items) - shown} more files left out", file=sys.stderr)
+
+
+def _bad_bounds(ns) -> str | None:
+    if not 0 < ns.timeout <= 24 * 3600:
+        return f"--timeout must be between 0 and 86400 seconds, got {ns.timeout:g}"
+    if ns.row_limit < 1:
+        return f"--row-limit must be at least 1, got {ns.row_limit}"
+    if ns.query is not None:
+        try:
+            ns.query.encode("utf-8")
+        except UnicodeEncodeError:
+            return "the query is not UTF-8 text"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     runs_dir = ns.runs_dir if ns.runs_dir is not None else runs.default_runs_dir()
+    if (bad := _bad_bounds(ns)) is not None:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     if not runs_dir.is_dir():
         print(f"error: no runs folder at {runs_dir} (use --runs-dir or set ${runs.RUNS_DIR_ENV})", file=sys.stderr)
         return 2
+    bounds = (ns.timeout, ns.row_limit)
     try:
         with open_store(runs_dir) as con:
             if ns.query is None:
-                rc = shell(con, ns.format, ns.max_rows, sys.stdin.isatty())
+                rc = shell(con, ns.format, ns.max_rows, sys.stdin.isatty(), bounds)
             else:
-                rc = 0 if _run_and_print(con, ns.query, ns.format, ns.max_rows) else 2
+                rc = 0 if _run_and_print(con, ns.query, ns.format, ns.max_rows, bounds) else 2
             _warn_skipped(con)
             return rc
     except BrokenPipeError:  # `... | head`: the reader left, nothing is wrong

@@ -20,6 +20,7 @@ from store import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "tiny-dynamic"
+LINKS_OUT = ("linked-run", f"{RUN}/evals/zz-link.parquet")  # what the views leave out, and the CLI names
 
 
 @pytest.fixture(scope="module")
@@ -174,10 +175,12 @@ def test_files_inside_the_runs_folder_are_readable_and_links_out_are_left_out(co
     r = runs_dir.resolve()
     raw = con.execute(f"SELECT count(*) FROM read_parquet('{r}/{RUN}/examples/*/*.parquet')").fetchone()[0]
     assert raw == sql.run_query(con, "SELECT count(*) AS n FROM examples")["n"][0] == 768
-    # The symlinked run folder is a run (its config is there) but none of its files can be read,
-    # so the views leave them out rather than failing every query.
-    assert sorted(con.query_df("SELECT run FROM runs")["run"]) == ["linked-run", RUN]
+    # The symlinked run folder and the linked table file lead outside: left out (not even its
+    # config.json is read) and named in ``skipped``, rather than failing every query.
+    assert sorted(con.query_df("SELECT run FROM runs")["run"]) == [RUN]
     assert con.query_df("SELECT count(*) AS n FROM evals")["n"][0] == 10  # not the linked file's row
+    assert sorted(Path(p).name for p in con.skipped) == ["linked-run", "zz-link.parquet"]
+    assert all("outside the runs folder" in why for why in con.skipped.values())
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
@@ -190,7 +193,9 @@ def cli(capsys, *argv):
 def test_cli_table_csv_json(runs_dir, capsys):
     q = "SELECT epoch, count(*) AS n FROM examples GROUP BY epoch ORDER BY epoch"
     rc, out, err = cli(capsys, "--runs-dir", str(runs_dir), q)
-    assert rc == 0 and err == ""
+    assert rc == 0  # the two links out of the folder are left out, and said so: one line each
+    assert sorted(err.splitlines()) == [f"warning: left out {runs_dir.resolve() / p}: {why}" for p, why in zip(
+        LINKS_OUT, ("run folder links outside the runs folder; left out", "links outside the runs folder; not read"))]
     lines = out.splitlines()
     assert lines[0].split() == ["epoch", "n"] and lines[1].split() == ["0", "384"] and lines[-1] == "(2 rows)"
     rc, out, _ = cli(capsys, "--runs-dir", str(runs_dir), "--format", "csv", q)
@@ -215,7 +220,9 @@ def test_cli_max_rows_and_env_default(runs_dir, capsys, monkeypatch):
 def test_cli_bad_query_is_one_line_and_exit_2(runs_dir, capsys, query, needle):
     rc, out, err = cli(capsys, "--runs-dir", str(runs_dir), query)
     assert rc == 2 and out == ""
-    assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+    error, *warnings = err.splitlines()
+    assert error.startswith("error: ") and needle in error and len(warnings) == len(LINKS_OUT)
+    assert all(w.startswith("warning: left out ") for w in warnings)
 
 
 def test_cli_missing_runs_folder_is_not_created(tmp_path, capsys):
@@ -232,7 +239,8 @@ def run_module(args, stdin=""):
 def test_module_refusal_has_no_traceback(runs_dir):
     p = run_module(["--runs-dir", str(runs_dir), f"COPY (SELECT 1) TO '{runs_dir}/x.csv'"])
     assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr.startswith("error: refused: COPY") and p.stderr.count("\n") == 1
+    assert p.stderr.startswith("error: refused: COPY") and p.stderr.count("\n") == 1 + len(LINKS_OUT)
+    assert "Traceback" not in p.stderr
     assert not (runs_dir / "x.csv").exists()
 
 
@@ -249,10 +257,10 @@ def test_shell_reads_stdin_until_quit(runs_dir):
     assert p.stdout.splitlines() == ["runs", "examples", "steps", "epochs", "evals", "events",
                                      "n", "768", "answer", "42", "s", "two"]
     errors = p.stderr.splitlines()
-    assert len(errors) == 2 and "nope" in errors[0] and errors[1].startswith("error: refused: CREATE")
+    assert len(errors) == 2 + len(LINKS_OUT) and "nope" in errors[0] and errors[1].startswith("error: refused: CREATE")
 
 
 def test_shell_runs_a_last_statement_without_semicolon_and_exits_0(runs_dir):
     p = run_module(["--runs-dir", str(runs_dir), "--format", "json"], stdin="SELECT 1 AS one;\nSELECT 2 AS two")
-    assert p.returncode == 0 and p.stderr == ""
+    assert p.returncode == 0 and len(p.stderr.splitlines()) == len(LINKS_OUT)
     assert [json.loads(line) for line in p.stdout.splitlines()] == [[{"one": 1}], [{"two": 2}]]
