@@ -26,13 +26,12 @@ from store import alarms, faults, files, insight, runs
 from store.writer import RunWriter
 from trainer import checkpoint, control, dist
 from trainer.device import pick_device
-from trainer.attacks import FGSM, PGD, TradesKL
-from trainer.attacks.base import Attack
+from trainer.attacks import FGSM, PGD
 from trainer.attacks.fold import fold_bn
 from trainer.config import RunConfig
 from trainer.data import Dataset, augment, epoch_order, load_dataset
 from trainer.models import build_model
-from trainer.strategies import EpochPlan, Strategy, build_strategy
+from trainer.strategies import EpochPlan, Strategy, build_attack, build_strategy  # noqa: F401 (build_attack: benches)
 
 class StopRequested(Exception):
     """The user asked the run to stop (control file or SIGTERM/SIGINT)."""
@@ -302,7 +301,7 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
         fosc, fosc_box, grad_l1 = probe.measures(x0, x0, x0, g)
         x_adv, steps, traj = x0, torch.zeros(len(y), dtype=torch.int32, device=x0.device), None
     else:
-        attack = build_attack(plan.attack, cfg, plan.steps, plan.step_noise)
+        attack = ctx.strategy.attack(plan)
         rule = ctx.strategy.stop_rule(plan, len(y), x0.device)
         compact = rule is not None and cfg.bn_mode == "eval" and cfg.compact != "never"
         # Eval-mode BatchNorm folded into the conv before it: the same function, no BN work per step.
@@ -338,16 +337,6 @@ def train_batch(ctx: Context, epoch: int, b: int, plan: EpochPlan, ids: torch.Te
         })
     return torch.stack([loss_vec.detach().sum().double(), correct.sum().double(), fosc.double().nan_to_num().sum(),
                         steps.double().sum(), torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])  # TOTALS
-
-
-def build_attack(kind: str, cfg: RunConfig, steps: int, step_noise: float = 0.0) -> Attack:
-    kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
-    if kind == "fgsm":
-        return FGSM(cfg.eps, **kw)
-    if kind == "trades":
-        return TradesKL(cfg.eps, cfg.step_size, steps, random_start=True, **kw)
-    return PGD(cfg.eps, cfg.step_size, steps, random_start=cfg.random_start, step_noise=step_noise, **kw)
-
 
 
 def _augment_on(cfg: RunConfig) -> bool:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from store import strategies as registry
 from store.schedule import c_t as schedule_c_t
-from trainer.attacks import losses
-from trainer.attacks.base import StopRule
+from trainer.attacks import FGSM, PGD, TradesKL, losses
+from trainer.attacks.base import Attack, StopRule
 from trainer.config import RunConfig
 
 
@@ -40,6 +40,10 @@ class Strategy:
 
     def plan(self, epoch: int) -> EpochPlan:
         return EpochPlan("pgd", self.cfg.steps)
+
+    def attack(self, plan: EpochPlan) -> Attack:
+        """The attack that makes this epoch's training examples (plan.attack is not None)."""
+        return build_attack(plan.attack, self.cfg, plan.steps, plan.step_noise)
 
     def stop_rule(self, plan: EpochPlan, batch_size: int, device) -> Optional[StopRule]:
         return None
@@ -227,6 +231,15 @@ class Trades(Strategy):
         clean, adv = model(x0), model(x_adv)
         kl = F.kl_div(F.log_softmax(adv.float(), 1), F.softmax(clean.float(), 1), reduction="none").sum(1)
         return losses.cross_entropy(clean, y) + self.cfg.trades_beta * kl, adv
+
+
+def build_attack(kind: str, cfg: RunConfig, steps: int, step_noise: float = 0.0) -> Attack:
+    kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
+    if kind == "fgsm":
+        return FGSM(cfg.eps, **kw)
+    if kind == "trades":
+        return TradesKL(cfg.eps, cfg.step_size, steps, random_start=True, **kw)
+    return PGD(cfg.eps, cfg.step_size, steps, random_start=cfg.random_start, step_noise=step_noise, **kw)
 
 
 def _classes(base=Strategy) -> list[type[Strategy]]:

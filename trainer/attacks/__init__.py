@@ -5,6 +5,4 @@ from trainer.attacks.fgsm import FGSM
 from trainer.attacks.pgd import PGD
 from trainer.attacks.trades import TradesKL
 
-ATTACKS = {"fgsm": FGSM, "pgd": PGD, "cw": CWInf, "trades": TradesKL}
-
-__all__ = ["Attack", "AttackResult", "ATTACKS", "CWInf", "FGSM", "PGD", "TradesKL"]
+__all__ = ["Attack", "AttackResult", "CWInf", "FGSM", "PGD", "TradesKL"]
