@@ -375,3 +375,24 @@ def test_one_strategy_registry_read_by_every_layer():
     with pytest.raises(ConfigError, match="choose one of: " + ", ".join(names)):
         RunConfig(strategy="nope").validate()
     assert reproduce.parse(["--table", "mnist-tiny", "--strategies", ",".join(names)])[2] == names
+
+
+def test_fast_is_fgsm_from_a_random_start_with_step_one_and_a_quarter_eps(tmp_path):
+    cfg = RunConfig(strategy="fast", eps=0.3).validate()
+    fast = build_strategy(cfg)
+    plan = fast.plan(0)
+    attack = fast.attack(plan)
+    assert (plan.attack, plan.steps, attack.steps, attack.alpha, attack.random_start) == ("pgd", 1, 1, 0.375, True)
+    # Independently (Wong et al.'s recipe): delta ~ U(-eps, eps) clipped to the box, one signed step, projected.
+    model, ds = initial_cnn4(), train_data()
+    x, y = ds.x_train[:16], ds.y_train[:16]
+    torch.manual_seed(5)
+    ours = attack(model, x, y).x_adv
+    torch.manual_seed(5)
+    start = (x + torch.empty_like(x).uniform_(-0.3, 0.3)).clamp(0, 1)
+    step = start + 0.375 * per_example_grad(model, start, y).sign()
+    expect = torch.min(torch.max(step, x - 0.3), x + 0.3).clamp(0, 1)
+    torch.testing.assert_close(ours, expect, rtol=0, atol=1e-6)
+    tiny(tmp_path, "fast", "fast", 1)  # a real run logs FOSC like the rest
+    rows = examples(tmp_path, "fast")
+    assert len(rows) == N_TRAIN and (rows["steps"] == 1).all() and rows["fosc"].notna().all()

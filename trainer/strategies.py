@@ -233,6 +233,19 @@ class Trades(Strategy):
         return losses.cross_entropy(clean, y) + self.cfg.trades_beta * kl, adv
 
 
+class Fast(Strategy):
+    """Wong et al. 2020 ("Fast is better than free"): FGSM from a uniform random start in the
+    eps-ball, one step of 1.25*eps, projected back (their code's alpha = 1.25 * epsilon)."""
+    name = "fast"
+
+    def plan(self, epoch):
+        return EpochPlan("pgd", 1)
+
+    def attack(self, plan):
+        cfg = self.cfg
+        return PGD(cfg.eps, 1.25 * cfg.eps, 1, random_start=True, norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
+
+
 def build_attack(kind: str, cfg: RunConfig, steps: int, step_noise: float = 0.0) -> Attack:
     kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
     if kind == "fgsm":
