@@ -74,6 +74,13 @@ EVALS = pa.schema([
     ("accuracy", pa.float64()),
     ("n", pa.int64()),
     ("created_at", pa.timestamp("us", tz="UTC")),
+    # Added later (issue 13): which test examples, finished or not, flags, AutoAttack's stages.
+    ("subset", pa.string()),      # 'all' or 'stratified seed S: N of M' (indices in evals/subsets/)
+    ("partial", pa.bool_()),      # true while (or if killed while) the evaluation runs: not a result
+    ("flags", pa.string()),       # comma-separated store.evals flags, '' when none
+    ("zero_grad", pa.float64()),  # share of examples whose input gradient is exactly 0
+    ("masked", pa.float64()),     # share whose FOSC ~ 0 because ||g||_1 ~ 0
+    ("stages", pa.string()),      # AutoAttack: robust share after clean and each member, 'clean=0.93,...'
 ])
 
 EVENTS = pa.schema([
@@ -97,6 +104,7 @@ TABLES: dict[str, pa.Schema] = {
 NEWER_COLUMNS: dict[str, tuple[str, ...]] = {
     "examples": ("fosc_box", "grad_l1", "p_true"),
     "steps": ("fosc_box", "grad_l1"),
+    "evals": ("subset", "partial", "flags", "zero_grad", "masked", "stages"),
 }
 
 # What the reader adds to the partitioned tables from the path.

@@ -114,3 +114,24 @@ def test_cpu_table_in_miniature_survives_a_kill_and_resumes(tmp_path, mnist_npz)
     stamps = [p.stat().st_mtime_ns for p in evals]
     assert reproduce.main(argv) == 0
     assert [p.stat().st_mtime_ns for p in evals] == stamps
+
+
+@pytest.mark.parametrize("table", ["mnist", "cifar10", "mnist-cpu"])
+def test_gpu_and_cpu_tables_evaluate_with_the_registry_columns(tmp_path, table):
+    """Dry check of the evaluation the GPU tables run: every request is a valid ``trainer.evaluate``
+    command of registry attacks; AutoAttack (reference budget) on its stratified sample, last checkpoint."""
+    from store import evals
+    from trainer import evaluate
+
+    spec = reproduce.TABLES[table]
+    rd = tmp_path / reproduce.run_name(table, "standard")
+    rd.mkdir()
+    reqs = reproduce.eval_requests(spec, rd)
+    assert reqs == [("both", ("clean", "fgsm", "pgd10", "pgd20", "cw"), spec.eval_n), ("last", ("autoattack",), 1000)]
+    for which, attacks, n in reqs:
+        argv = reproduce.eval_argv(rd.name, tmp_path, which, attacks, n, None, "cuda")
+        ns = evaluate.build_parser().parse_args(argv[1:])
+        assert argv[0] == "trainer.evaluate" and ns.device == "cuda" and ns.n == n
+        assert all(a in evals.ATTACKS for a in ns.attacks.split(","))
+    assert evals.ATTACKS["autoattack"].value.startswith("autoattack-standard")
+    assert (spec.eval_n, spec.aa_n) == ({"mnist-cpu": 2000}.get(table), 1000)

@@ -1,13 +1,16 @@
 """Robustness evaluation of runs: the paper's Table 1 (white-box) and Table 2 (black-box).
 
-``python -m trainer.evaluate RUN [RUN...]`` attacks each run's checkpoints (last and best) on its test
-set with Clean, FGSM, PGD-10, PGD-20 (random start, step eps/4) and CW-inf (30 steps of eps/4,
-kappa 50), writes one Parquet file per (checkpoint, setting, attack, surrogate) into the run's
-``evals/`` (re-evaluating replaces that file, never the training logs) and prints the table.
-Two independent columns come from torchattacks (imported only when asked): ``autoattack`` (its
-AutoAttack 'standard': APGD-CE, APGD-T, FAB-T, Square) and ``apgd`` (APGD-CE + APGD-T, 100 steps each,
-the cheaper pair). ``--surrogate RUN`` crafts the examples on another run's last checkpoint
-(black-box transfer, paper §5.1). Bad input: one line, exit 2, nothing written.
+``python -m trainer.evaluate RUN [RUN...]`` attacks each run's checkpoints (last and best) on a seeded,
+class-stratified sample of its test set (``--n``; default the whole set) with Clean, FGSM, PGD-10,
+PGD-20 (random start, step eps/4) and CW-inf (30 steps of eps/4, kappa 50); on request AutoAttack at
+its reference budget, its members alone, or the cheap APGD-CE+T (``trainer.evaluation.external``,
+torchattacks). Each (checkpoint, setting, attack, surrogate) gets one evals row and the test indices
+it used (``store.evals`` names both files). The row is written ``partial`` after every batch and
+completed at the end, so a killed evaluation is never read as a result. Flags (``store.evals``):
+zero gradients and FOSC masking per row; once a checkpoint's attacks are done, a black-box attack
+beating the white-box ones, or PGD-20 above AutoAttack by > 5 points. ``--surrogate RUN`` crafts the
+examples on another run's last checkpoint (black-box transfer, paper section 5.1). Bad input: one
+line, exit 2, nothing written.
 """
 from __future__ import annotations
 
@@ -21,75 +24,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from store import runs
+from store import evals as ev
+from store import files, runs
 from store.writer import to_arrow, write_parquet_atomic
 from trainer import checkpoint
-from trainer.cli import EXIT_BAD_INPUT, OneLineParser
 from trainer.attacks import FGSM, PGD, CWInf
+from trainer.cli import EXIT_BAD_INPUT, OneLineParser
 from trainer.config import RunConfig
 from trainer.device import DeviceError, pick_device
 from trainer.data import check_source, load_dataset
+from trainer.evaluation import checks, external, markdown, subsets
 from trainer.models import build_model
 
 WHITE_BOX = ("clean", "fgsm", "pgd10", "pgd20", "cw")
 CHECKPOINTS = ("last", "best")
-LABELS = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf",
-          "autoattack": "AutoAttack", "apgd": "APGD-CE+T"}
+ATTACK_NAMES = tuple(ev.ATTACKS)
+SEED = 0  # attacks and subsets: a re-evaluation gives the same number
 
 
 class EvalError(ValueError):
     """Bad input to the evaluation; str(e) is one line for the user."""
 
 
-class TorchattacksAttack:
-    """A torchattacks attack behind our attack call signature (x_adv crafted against ``model``)."""
-
-    def __init__(self, name: str, eps: float):
-        self.name, self.eps = name, eps
-
-    def build(self, model):
-        try:
-            import torchattacks
-        except ImportError:
-            raise EvalError(f"attack {self.name} needs torchattacks (pip install --no-deps torchattacks==3.5.1)") from None
-        if self.name == "autoattack":
-            return torchattacks.AutoAttack(model, norm="Linf", eps=self.eps, version="standard", n_classes=10, seed=0)
-        # AutoAttack's first two members at the reference budget (100 iterations each; torchattacks'
-        # own AutoAttack uses its default of 10). MultiAttack runs APGD-T only on what APGD-CE missed.
-        ce = torchattacks.APGD(model, norm="Linf", eps=self.eps, steps=100, n_restarts=1, loss="ce", seed=0)
-        t = torchattacks.APGDT(model, norm="Linf", eps=self.eps, steps=100, n_restarts=1, n_classes=10, seed=0)
-        return torchattacks.MultiAttack([ce, t])
-
-    def __call__(self, model, x, y, exact_final: bool = False):
-        return _Adv(self.build(model)(x, y).detach())
-
-
-@dataclass
-class _Adv:
-    x_adv: torch.Tensor
-
-
-@dataclass
-class AttackSpec:
-    name: str
-    steps: int
-
-    def build(self, eps: float):
-        if self.name == "fgsm":
-            return FGSM(eps)
-        if self.name.startswith("pgd"):
-            return PGD(eps, eps / 4, self.steps, random_start=True)
-        if self.name == "cw":
-            return CWInf(eps, eps / 4, self.steps, random_start=True, kappa=50.0)
-        if self.name in ("autoattack", "apgd"):
-            return TorchattacksAttack(self.name, eps)
-        return None
-
-
-SPECS = {"clean": AttackSpec("clean", 0), "fgsm": AttackSpec("fgsm", 1), "pgd10": AttackSpec("pgd10", 10),
-         "pgd20": AttackSpec("pgd20", 20), "cw": AttackSpec("cw", 30), "autoattack": AttackSpec("autoattack", 0),
-         "apgd": AttackSpec("apgd", 100)}
-ATTACK_NAMES = tuple(SPECS)
+def build_attack(key: str, eps: float):
+    """The attack of a registry key (None: clean): ours for FGSM/PGD/CW, torchattacks' for AutoAttack."""
+    if key == "fgsm":
+        return FGSM(eps)
+    if key in ("pgd10", "pgd20"):
+        return PGD(eps, eps / 4, ev.ATTACKS[key].steps, random_start=True)
+    if key == "cw":
+        return CWInf(eps, eps / 4, ev.ATTACKS[key].steps, random_start=True, kappa=50.0)
+    if key in external.NAMES:
+        return external.ExternalAttack(key, eps, seed=SEED)
+    return None
 
 
 def load_model(run_dir: Path, which: str, device: torch.device) -> tuple[torch.nn.Module, RunConfig]:
@@ -107,79 +74,161 @@ def load_checkpoint(run_dir: Path, which: str, device: torch.device) -> tuple[to
     return model.eval(), cfg, int(state["epoch"])
 
 
-@torch.no_grad()
-def _predict(model, x):
-    return model(x).argmax(1)
+# ---- attacking a subset --------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """One attack on one subset: per-example correctness and gradient checks; AutoAttack's stages
+    (robust examples left after clean and after each member)."""
+    correct: np.ndarray
+    zero_grad: np.ndarray
+    masked: np.ndarray
+    stages: dict[str, int]
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if len(self.correct) else float("nan")
 
 
-def accuracy_under(model, x, y, attack, batch_size: int, source=None, seed: int = 0, progress=None) -> float:
-    """Accuracy of ``model`` on adversarial examples crafted against ``source`` (white-box: model)."""
+def attack_batches(model, x, y, attack, eps: float, batch_size: int, source=None, on_batch=None) -> Outcome:
+    """Attack ``x`` batch by batch, crafted on ``source`` (white-box: model itself); after each batch
+    ``on_batch(outcome so far, batch length)``."""
     source = source if source is not None else model
-    torch.manual_seed(seed)
-    correct = 0
+    torch.manual_seed(SEED)
+    parts, stages = [], {}
     for i in range(0, len(y), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        xa = xb if attack is None else attack(source, xb, yb, exact_final=False).x_adv
-        correct += (_predict(model, xa) == yb).sum().item()
-        if progress is not None:
-            progress.update(len(yb))
-    return correct / len(y)
+        res = None if attack is None else attack(source, xb, yb, exact_final=False)
+        xa = xb if res is None else res.x_adv.detach()
+        with torch.no_grad():
+            ok = model(xa).argmax(1) == yb
+        zero, masked = checks.grad_measures(model, xb, xa, yb, eps)
+        parts.append((ok.cpu().numpy(), zero.cpu().numpy(), masked.cpu().numpy()))
+        for k, v in getattr(res, "stages", {}).items():
+            stages[k] = stages.get(k, 0) + v
+        if on_batch is not None:
+            on_batch(_outcome(parts, stages), len(yb))
+    return _outcome(parts, stages)
+
+
+def _outcome(parts, stages) -> Outcome:
+    cat = [np.concatenate([p[j] for p in parts]) if parts else np.zeros(0, bool) for j in range(3)]
+    return Outcome(cat[0], cat[1], cat[2], dict(stages))
+
+
+def accuracy_under(model, x, y, attack, batch_size: int, source=None, eps: float = 0.0) -> float:
+    """Accuracy of ``model`` on adversarial examples crafted against ``source`` (white-box: model)."""
+    return attack_batches(model, x, y, attack, eps, batch_size, source).accuracy
+
+
+def _row(which: str, setting: str, key: str, src_name: str, eps: float, out: Outcome, subset: str,
+         partial: bool) -> dict:
+    n = len(out.correct)
+    zero, masked = (float(out.zero_grad.mean()), float(out.masked.mean())) if n else (float("nan"),) * 2
+    stages = ",".join(f"{k}={v / n:.4f}" for k, v in out.stages.items()) if n else ""
+    return {"checkpoint": which, "setting": setting, "attack": ev.ATTACKS[key].value, "surrogate": src_name,
+            "eps": eps, "steps": ev.ATTACKS[key].steps, "accuracy": out.accuracy, "n": n, "subset": subset,
+            "partial": partial, "flags": ",".join(sorted(ev.row_flags(zero, masked))), "zero_grad": zero,
+            "masked": masked, "stages": stages,
+            "created_at": np.array([datetime.now(timezone.utc).replace(tzinfo=None)], dtype="datetime64[us]")}
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto", n: int | None = None, attacks=WHITE_BOX,
                  checkpoints=CHECKPOINTS, surrogate: str | Path | None = None, batch_size: int = 256,
                  progress: bool = True, data_root: str | None = None) -> list[dict]:
-    """Evaluate the run's checkpoints; returns the rows written to its ``evals`` table.
+    """Evaluate the run's checkpoints on a stratified sample of ``n`` test examples (None: all);
+    returns the rows written to its ``evals`` table (complete, with their flags).
 
     A missing 'best' checkpoint is skipped (a run killed in its first epoch has none); 'last' must exist.
     """
     run_dir = Path(run_dir)
     dev = pick_device(device)
-    src = src_name = None
+    src, src_name = None, Path(surrogate).name if surrogate is not None else ""
     if surrogate is not None:
         src, _ = load_model(Path(surrogate), "last", dev)
-        src_name = Path(surrogate).name
+    setting = "black-box" if src is not None else "white-box"
     rows, done = [], {}
     for which in checkpoints:
         if which != "last" and not checkpoint.path(run_dir, which).exists():
             continue
         model, cfg, epoch = load_checkpoint(run_dir, which, dev)
-        ds = test_set(cfg.dataset, data_root or cfg.data_root, dev, n or cfg.n_test)
-        bar = _bar(progress, len(ds.y_test) * len(attacks), f"{run_dir.name}:{which}")
-        for name in attacks:
-            spec = SPECS[name]
-            if (epoch, name) in done:  # 'best' is the last epoch: same weights, same seed, same result
-                acc = done[(epoch, name)]
+        x, y, idx, subset = test_subset(cfg.dataset, data_root or cfg.data_root, dev, n)
+        bar = _bar(progress, len(y) * len(attacks), f"{run_dir.name}:{which}")
+        for key in attacks:
+            if (epoch, key) in done:  # 'best' is the last epoch: same weights, same seed, same result
+                out = done[(epoch, key)]
             else:
-                acc = accuracy_under(model, ds.x_test, ds.y_test, spec.build(cfg.eps), batch_size, source=src,
-                                     progress=bar)
-                done[(epoch, name)] = acc
-            row = {"checkpoint": which, "setting": "black-box" if src is not None else "white-box", "attack": name,
-                   "surrogate": src_name or "", "eps": cfg.eps, "steps": spec.steps, "accuracy": acc,
-                   "n": len(ds.y_test),
-                   "created_at": np.array([datetime.now(timezone.utc).replace(tzinfo=None)], dtype="datetime64[us]")}
+                def on_batch(o, k, key=key):
+                    write_eval(run_dir, _row(which, setting, key, src_name, cfg.eps, o, subset, partial=True))
+                    if bar is not None:
+                        bar.update(k)
+                out = attack_batches(model, x, y, build_attack(key, cfg.eps), cfg.eps, batch_size, src, on_batch)
+                done[(epoch, key)] = out
+            # Indices first: a complete row always has its subset file next to it.
+            write_subset(run_dir, which, setting, key, src_name, idx, out.correct)
+            row = _row(which, setting, key, src_name, cfg.eps, out, subset, partial=False)
             write_eval(run_dir, row)
             rows.append(row)
         if bar is not None:
             bar.close()
-    return rows
+    return finalize_flags(run_dir, rows)
 
 
 @functools.lru_cache(maxsize=2)
-def test_set(dataset: str, data_root: str | None, dev: torch.device, n: int | None):
-    """The first ``n`` test examples, loaded once per process (n_train=1: the training images stay uint8 on disk)."""
-    ds, _ = load_dataset(dataset, data_root, dev, n_train=1, n_test=n)
-    return ds
+def _test_arrays(dataset: str, data_root: str | None, dev: torch.device):
+    """The whole test set, loaded once per process (n_train=1: the training images stay uint8 on disk)."""
+    ds, _ = load_dataset(dataset, data_root, dev, n_train=1, n_test=None)
+    return ds.x_test, ds.y_test
 
 
-def eval_file(run_dir: Path, which: str, setting: str, attack: str, surrogate: str = "") -> Path:
-    tag = "-".join(s for s in (which, setting, attack, surrogate) if s)
-    return run_dir / "evals" / f"{tag}.parquet"
+def test_subset(dataset: str, data_root: str | None, dev: torch.device, n: int | None, seed: int = SEED):
+    """(x, y, test indices, evals.subset value) of the seeded stratified sample of ``n`` examples."""
+    x, y = _test_arrays(dataset, data_root, dev)
+    idx = subsets.stratified_indices(y.cpu().numpy(), n, seed)
+    t = torch.as_tensor(idx, device=x.device)
+    return x[t], y[t], idx, subsets.describe(n, len(y), seed)
 
 
 def write_eval(run_dir: Path, row: dict) -> None:
-    path = eval_file(run_dir, row["checkpoint"], row["setting"], row["attack"], row["surrogate"])
+    path = ev.eval_file(run_dir, row["checkpoint"], row["setting"], ev.key_of(row["attack"]), row["surrogate"])
     write_parquet_atomic(to_arrow("evals", run_dir.name, row), path, fsync=True)
+
+
+def write_subset(run_dir: Path, which: str, setting: str, key: str, surrogate: str, idx, correct) -> None:
+    import pyarrow as pa
+
+    t = pa.table({"index": pa.array(np.asarray(idx, dtype=np.int64)),
+                  "correct": pa.array(np.asarray(correct, dtype=bool))})
+    path = ev.subset_file(run_dir, which, setting, key, surrogate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(t, path, fsync=True)
+
+
+def finalize_flags(run_dir: Path, new_rows: list[dict]) -> list[dict]:
+    """Group flags (a), (b) over every complete row of each checkpoint, compared on the test examples
+    the rows share; rewrites the rows whose flags change. Returns ``new_rows`` with their flags."""
+    by_ck: dict[str, list[dict]] = {}
+    for r in ev.complete(read_evals(run_dir)):
+        by_ck.setdefault(r["checkpoint"], []).append(r)
+    flags_of = {}
+    for which, rows in by_ck.items():
+        for r in rows:
+            r["_correct"] = ev.read_subset(ev.subset_file(run_dir, which, r["setting"], ev.key_of(r["attack"]),
+                                                          r["surrogate"] or ""))
+        group = ev.group_flags(rows)
+        for i, r in enumerate(rows):
+            r.pop("_correct")
+            flags = ",".join(sorted(set(ev.row_flags(_num(r.get("zero_grad")), _num(r.get("masked"))))
+                                    | set(group.get(i, []))))
+            if flags != (r.get("flags") or "") and r.get("subset") is not None:  # rows of this code only
+                write_eval(run_dir, {**r, "flags": flags,
+                                     "created_at": np.array([r["created_at"]], dtype="datetime64[us]")})
+            flags_of[(which, r["setting"], r["attack"], r["surrogate"] or "")] = flags
+    return [dict(r, flags=flags_of.get((r["checkpoint"], r["setting"], r["attack"], r["surrogate"]), r["flags"]))
+            for r in new_rows]
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def _bar(enabled: bool, total: int, desc: str):
@@ -192,30 +241,37 @@ def _bar(enabled: bool, total: int, desc: str):
 
 # ---- reading evals back (pyarrow only: the GPU machine has no DuckDB) --------------------------
 def read_evals(run_dir: Path) -> list[dict]:
-    """Every evals row of one run (one file per (checkpoint, setting, attack, surrogate))."""
+    """Every evals row of one run, partial ones included (``store.evals.complete`` drops them)."""
     import pyarrow.parquet as pq
 
     out = []
-    for f in sorted((run_dir / "evals").glob("*.parquet")):
+    for f in files.table_files(Path(run_dir), "evals"):
         out += pq.read_table(f).to_pylist()
     return out
 
 
 def table_markdown(rows: list[dict], attacks=None, setting: str = "white-box", surrogate: str = "") -> str:
-    """The paper's Table 1/2 layout: one line per (run, checkpoint), accuracy (%) per attack."""
-    rows = [r for r in rows if r["setting"] == setting and (r["surrogate"] or "") == surrogate]
-    attacks = [a for a in (attacks or ATTACK_NAMES) if any(r["attack"] == a for r in rows)]
-    cells = {(r["run"], r["checkpoint"], r["attack"]): r for r in rows}
-    keys = list(dict.fromkeys((r["run"], r["checkpoint"]) for r in rows))
-    keys.sort(key=lambda k: (k[0], CHECKPOINTS.index(k[1]) if k[1] in CHECKPOINTS else 9))
-    n_of = {a: sorted({r["n"] for r in rows if r["attack"] == a}) for a in attacks}
-    base_n = n_of[attacks[0]] if attacks else []
-    heads = [LABELS.get(a, a) + ("" if n_of[a] == base_n else f" (n={'/'.join(map(str, n_of[a]))})") for a in attacks]
-    lines = ["| run | checkpoint | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(attacks)]
+    """The paper's Table 1/2 layout: one line per (run, checkpoint), accuracy (%) per attack. Headers
+    name attack, budget and subset; complete rows only; the flags raised in the last column."""
+    rows = [r for r in ev.complete(rows) if r["setting"] == setting and (r["surrogate"] or "") == surrogate]
+    cells = {(r["run"], r["checkpoint"], ev.key_of(r["attack"])): r for r in rows}
+    attacks = [a for a in (attacks or ATTACK_NAMES) if any(k[2] == a for k in cells)]
+    keys = sorted(dict.fromkeys(k[:2] for k in cells),
+                  key=lambda k: (k[0], CHECKPOINTS.index(k[1]) if k[1] in CHECKPOINTS else 9))
+    subset_of = {a: sorted({r.get("subset") or f"n={r['n']}" for k, r in cells.items() if k[2] == a}) for a in attacks}
+    heads = [f"{ev.header(a)} [{'; '.join(subset_of[a])}]" for a in attacks]
+    body = []
     for run, which in keys:
-        vals = [f"{100 * cells[(run, which, a)]['accuracy']:.2f}" if (run, which, a) in cells else "-" for a in attacks]
-        lines.append(f"| {run} | {which} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+        got = [cells.get((run, which, a)) for a in attacks]
+        flags = sorted({f for r in got if r for f in ev.split_flags(r.get("flags"))})
+        body.append([run, which, *[100 * r["accuracy"] if r else None for r in got], ", ".join(flags) or "-"])
+    return markdown.table(["run", "checkpoint", *heads, "flags"], body, left=2, text_last=True)
+
+
+def flag_notes(rows: list[dict]) -> list[str]:
+    """One line per flag raised in ``rows``: what it means."""
+    raised = sorted({f for r in ev.complete(rows) for f in ev.split_flags(r.get("flags"))})
+    return [f"flag {f}: {ev.FLAG_TEXT.get(f, f)}" for f in raised]
 
 
 # ---- the command line --------------------------------------------------------------------------
@@ -225,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m trainer.evaluate", description="Robustness table of runs (paper Table 1/2).")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run name (in --runs-dir) or run folder")
     p.add_argument("--runs-dir", default=None, help=f"runs folder (default: ${runs.RUNS_DIR_ENV} or ./runs)")
-    p.add_argument("--n", type=int, default=None, help="first N test examples (default: the whole test set)")
+    p.add_argument("--n", type=int, default=None, help="a seeded class-stratified sample of N test examples (default: the whole test set)")
     p.add_argument("--attacks", default=",".join(WHITE_BOX), help=f"comma-separated subset of {','.join(ATTACK_NAMES)}")
     p.add_argument("--checkpoint", default="both", choices=("last", "best", "both"))
     p.add_argument("--surrogate", metavar="RUN", help="black-box: craft examples on this run's last checkpoint")
@@ -248,7 +304,7 @@ def resolve_run(arg: str, runs_dir: Path) -> Path:
 def check_inputs(ns) -> tuple[list[Path], tuple[str, ...], tuple[str, ...], Path | None]:
     """Validate everything before anything is written: runs, checkpoints (loadable), attacks."""
     attacks = tuple(a.strip() for a in ns.attacks.split(",") if a.strip())
-    unknown = [a for a in attacks if a not in SPECS]
+    unknown = [a for a in attacks if a not in ev.ATTACKS]
     if unknown or not attacks:
         raise EvalError(f"unknown attack {unknown[0] if unknown else ns.attacks!r}; choose from: {', '.join(ATTACK_NAMES)}")
     if (ns.n is not None and ns.n < 1) or ns.batch_size < 1:
@@ -269,11 +325,11 @@ def check_inputs(ns) -> tuple[list[Path], tuple[str, ...], tuple[str, ...], Path
         surrogate = resolve_run(ns.surrogate, runs_dir)
         if {_check_checkpoint(surrogate, "last").dataset} != datasets:
             raise EvalError(f"surrogate {surrogate.name} was trained on another dataset than the runs it attacks")
-    if any(a in ("autoattack", "apgd") for a in attacks):
+    if any(a in external.NAMES for a in attacks):
         try:
-            import torchattacks  # noqa: F401
-        except ImportError:
-            raise EvalError("attacks autoattack/apgd need torchattacks (pip install --no-deps torchattacks==3.5.1)") from None
+            external.torchattacks_module()
+        except external.MissingLibrary as e:
+            raise EvalError(str(e)) from None
     return run_dirs, attacks, which, surrogate
 
 
@@ -308,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     setting = "black-box" if surrogate else "white-box"
     title = f"{setting} accuracy (%)" + (f", examples crafted on {surrogate.name}" if surrogate else "")
     print(f"{title}\n\n{table_markdown(rows, attacks, setting, surrogate.name if surrogate else '')}")
+    notes = flag_notes(rows)
+    print("\n" + ("\n".join(notes) if notes else "flags: none raised"))
     return 0
 
 

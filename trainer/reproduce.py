@@ -19,50 +19,10 @@ from pathlib import Path
 from store import runs
 from trainer.cli import EXIT_BAD_INPUT, OneLineParser
 
-ALL_STRATEGIES = ("unsecured", "standard", "curriculum", "dynamic")
-TRAIN_ORDER = ("standard", "dynamic", "curriculum", "unsecured")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """One reproducible table: the training flags shared by its strategies and how it is evaluated."""
-    preset: str
-    train_flags: tuple[str, ...] = ()
-    strategies: tuple[str, ...] = ALL_STRATEGIES
-    eval_n: int | None = None                 # test examples for the white-box columns (None: all)
-    attacks: tuple[str, ...] = ("clean", "fgsm", "pgd10", "pgd20", "cw")
-    aa_attack: str | None = None              # the independent column: 'autoattack' or 'apgd'
-    aa_n: int | None = None                   # test examples for it (it is the costly one)
-    fig_epochs: tuple[int, ...] = ()          # epochs shown in the FOSC density figure
-    note: str = ""
-
-
-TABLES: dict[str, TableSpec] = {
-    # §5.1: CNN4, eps 0.3, 50 epochs, lr /10 at 20 and 40, Dynamic c_max 0.5, T' 40.
-    "mnist": TableSpec("paper-mnist", aa_attack="autoattack", aa_n=1000, fig_epochs=(0, 10, 20, 40, 49),
-                       note="paper §5.1: CNN4, eps 0.3, 50 epochs, lr 0.01 /10 at 20 and 40, c_max 0.5, T' 40"),
-    # §5.1: CNN8, eps 8/255, 120 epochs, lr /10 at 60 and 100, T' 100. Standard and Dynamic first.
-    "cifar10": TableSpec("paper-cifar10", strategies=("standard", "dynamic", "curriculum", "unsecured"),
-                         aa_attack="autoattack", aa_n=1000, fig_epochs=(0, 30, 60, 100, 119),
-                         note="paper §5.1: CNN8, eps 8/255, 120 epochs, lr 0.01 /10 at 60 and 100, c_max 0.5, T' 100"),
-    # The CPU table: 10k real training digits, 10 epochs, milestones and T' scaled 50 -> 10.
-    "mnist-cpu": TableSpec("paper-mnist", ("--n-train", "10000", "--epochs", "10", "--milestones", "4,8",
-                                           "--t-prime", "8", "--curriculum-patience", "1"),
-                           eval_n=2000, aa_attack="apgd", aa_n=500, fig_epochs=(0, 2, 5, 9),
-                           note="10,000 training digits of real MNIST, 10 epochs, lr /10 at 4 and 8, "
-                                "c_max 0.5, T' 8, curriculum patience 1 (schedules scaled from 50 to 10 epochs)"),
-    # CI's miniature of mnist-cpu (not in --help): two strategies, a few hundred digits, 2 epochs.
-    "mnist-tiny": TableSpec("paper-mnist", ("--n-train", "512", "--epochs", "2", "--milestones", "2",
-                                            "--t-prime", "2", "--heldout", "128", "--batch-size", "64",
-                                            "--trajectory-examples", "8"),
-                            strategies=("unsecured", "standard"), eval_n=200, attacks=("clean", "pgd20"),
-                            fig_epochs=(0, 1), note="CI miniature of mnist-cpu"),
-}
-PUBLIC_TABLES = ("mnist", "cifar10", "mnist-cpu")
-
-
-def run_name(table: str, strategy: str) -> str:
-    return f"{table}-{strategy}"
+# The tables themselves live in trainer.tables (results.py reads them too); re-exported here.
+from store.strategies import NAMES as STRATEGY_NAMES  # the one registry
+from trainer.tables import (ALL_STRATEGIES, PUBLIC_TABLES, TABLES, TRAIN_ORDER, TableSpec,  # noqa: F401
+                            run_name)
 
 
 def train_argv(spec: TableSpec, strategy: str, name: str, runs_dir: Path, data_root: str | None,
@@ -158,14 +118,23 @@ def train_all(table: str, spec: TableSpec, strategies, runs_dir: Path, data_root
 
 # ---- evaluation: only what is missing or older than the checkpoint ------------------------------
 def _has_eval(rd: Path, which: str, attack: str, n: int | None) -> bool:
+    """A complete row of this code (stratified subset, not partial) of ``n`` examples, newer than the checkpoint."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
-    from trainer import checkpoint, evaluate
+    from store import evals
+    from trainer import checkpoint
 
-    f = evaluate.eval_file(rd, which, "white-box", attack)
+    f = evals.eval_file(rd, which, "white-box", attack)
     ck = checkpoint.path(rd, which)
     if not f.is_file() or (ck.is_file() and f.stat().st_mtime < ck.stat().st_mtime):
         return False
-    return n is None or pq.read_table(f, columns=["n"])["n"][0].as_py() == n
+    try:
+        row = pq.read_table(f).to_pylist()[0]
+    except (OSError, IndexError, pa.ArrowException):  # unreadable or empty: redo it
+        return False
+    subset = row.get("subset") or ""
+    return not row.get("partial", True) and (subset == "all" if n is None else
+                                             subset.startswith("stratified") and row["n"] == n)
 
 
 def eval_requests(spec: TableSpec, rd: Path) -> list[tuple[str, tuple[str, ...], int | None]]:
@@ -179,16 +148,21 @@ def eval_requests(spec: TableSpec, rd: Path) -> list[tuple[str, tuple[str, ...],
     return out
 
 
+def eval_argv(name: str, runs_dir: Path, which: str, attacks, n: int | None, data_root, device) -> list[str]:
+    """The ``python -m trainer.evaluate`` argv of one evaluation request (``--n``: a stratified sample)."""
+    argv = ["trainer.evaluate", name, "--runs-dir", str(runs_dir), "--checkpoint", which,
+            "--attacks", ",".join(attacks), "--quiet"]
+    argv += (["--n", str(n)] if n else []) + (["--data-root", data_root] if data_root else [])
+    return argv + (["--device", device] if device else [])
+
+
 def evaluate_all(table: str, spec: TableSpec, strategies, runs_dir: Path, data_root, device, parallel: int,
                  say=print) -> list[Job]:
     jobs = []
     for s in sorted(strategies, key=TRAIN_ORDER.index):
         name = run_name(table, s)
         for which, attacks, n in eval_requests(spec, runs_dir / name):
-            argv = ["trainer.evaluate", name, "--runs-dir", str(runs_dir), "--checkpoint", which,
-                    "--attacks", ",".join(attacks), "--quiet"]
-            argv += (["--n", str(n)] if n else []) + (["--data-root", data_root] if data_root else [])
-            argv += ["--device", device] if device else []
+            argv = eval_argv(name, runs_dir, which, attacks, n, data_root, device)
             jobs.append(Job(f"{name}:{'+'.join(attacks)}", argv, runs_dir / "logs" / f"{name}.eval.log",
                             env=thread_env(device, parallel)))
     # The white-box columns of every run first; the costly independent column last.
@@ -218,10 +192,10 @@ def parse(argv) -> tuple[argparse.Namespace, TableSpec, tuple[str, ...], Path]:
     strategies = spec.strategies
     if ns.strategies:
         strategies = tuple(s.strip() for s in ns.strategies.split(",") if s.strip())
-        bad = [s for s in strategies if s not in ALL_STRATEGIES]
+        bad = [s for s in strategies if s not in STRATEGY_NAMES]
         if bad or not strategies:
             raise runs.StoreError(f"unknown strategy {bad[0] if bad else ns.strategies!r}; "
-                                  f"choose from: {', '.join(ALL_STRATEGIES)}")
+                                  f"choose from: {', '.join(STRATEGY_NAMES)}")
     if ns.parallel < 1:
         raise runs.StoreError(f"--parallel must be >= 1, got {ns.parallel}")
     # Absolute, since the training and evaluation processes run from the repository root.

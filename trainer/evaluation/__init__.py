@@ -1,0 +1,2 @@
+"""Evaluation helpers: torchattacks adapter (``external``), test subsets (``subsets``), gradient
+checks for the masking flags (``checks``) and the markdown renderer (``markdown``)."""
