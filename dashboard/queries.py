@@ -2,19 +2,21 @@
 
 Every function here takes a store connection (``store.open``) and returns at most a few thousand
 rows, whatever the number of logged examples: histograms are binned in SQL, and each query reads
-only the files of the runs and epochs it needs (see ``_files``). Pages call them through
-``load`` (cached with a short TTL, one shared connection per runs folder); tests and
-``bench/store_query.py`` call them directly.
+only the files of the runs and epochs it needs (``scan``: the store reader's checked file lists).
+Pages call them through ``load`` (``st.cache_data``, keyed by a signature of the runs folder that
+changes when a file does); tests and ``bench/store_query.py`` call them directly.
+
+Writing a new one: decorate ``def name(con, ...)`` with ``@query``, build SQL over
+``scan(con, table, runs, epochs)`` and run it with ``run_sql(con, build)``; a page calls
+``load(runs_dir, name, ...)``. The store reader does the rest: damaged or foreign files are left
+out (``damaged``), a chunk compacted away mid-query is retried, and each query is time-bounded.
 """
 from __future__ import annotations
 
-import os
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-import duckdb
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -22,12 +24,14 @@ import streamlit as st
 import store
 from store import files
 from store import runs as store_runs
+from store import evals as store_evals
 from store.reader import StoreConnection, runs_table
-from store.schema import PARTITIONED, table_schema
 
-TTL_S = 2.0            # a live run's page refreshes every few seconds; older aggregates are stale
+TTL_S = 30.0           # the cache key changes with the files; this only bounds an in-place edit's staleness
 DENSITY_BINS = 400     # fine enough for a smooth curve, small enough to ship
 FOSC_BINS = 20         # Fig. 1a of the paper
+SQL_TIMEOUT_S = 30.0   # the SQL page: a user query running longer is interrupted
+SQL_ROWS = 100_000     # the SQL page: rows fetched at most (the rest is never computed); aggregate for more
 
 ATTACKS = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf"}
 SETTINGS = ("white-box", "black-box")
@@ -41,93 +45,52 @@ def query(fn: Callable) -> Callable:
     return fn
 
 
-# ---- the shared connection and pruned scans ---------------------------------------------------------
+# ---- the shared connection, cached loads, pruned scans ----------------------------------------------
 
-class _Entry:
-    def __init__(self, runs_dir: Path):
-        self.con = store.open(runs_dir)
-        self.lock = threading.Lock()
-
-
-_CONS: dict[str, _Entry] = {}
-_CONS_LOCK = threading.Lock()
+@st.cache_resource(show_spinner=False)
+def store_connection(runs_dir: str) -> StoreConnection:
+    """The runs folder's sandboxed store connection, shared by every session. No lock: the reader
+    runs each query on a cursor of its own, so one session's slow query never holds up another's."""
+    return store.open(runs_dir)
 
 
 @contextmanager
 def connection(runs_dir: str | Path) -> Iterator[StoreConnection]:
-    """The runs folder's sandboxed store connection, held exclusively (a DuckDB connection is not
-    thread-safe and Streamlit serves each browser tab from its own thread)."""
-    key = str(Path(runs_dir).resolve())
-    with _CONS_LOCK:
-        entry = _CONS.get(key)
-        if entry is None:
-            entry = _CONS[key] = _Entry(Path(key))
-    with entry.lock:
-        yield entry.con
+    yield store_connection(str(Path(runs_dir).resolve()))
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False, max_entries=512)
-def _cached(runs_dir: str, name: str, args: tuple, kwargs: tuple) -> pd.DataFrame:
-    with connection(runs_dir) as con:
-        return _QUERIES[name](con, *args, **dict(kwargs))
+def _cached(runs_dir: str, name: str, args: tuple, kwargs: tuple, signature: str) -> pd.DataFrame:
+    return _QUERIES[name](store_connection(runs_dir), *args, **dict(kwargs))
 
 
 def load(runs_dir: str | Path, fn: Callable, *args, **kwargs) -> pd.DataFrame:
-    """``fn(con, *args, **kwargs)`` on the runs folder's connection, cached for TTL_S seconds."""
-    return _cached(str(runs_dir), fn.__name__, tuple(args), tuple(sorted(kwargs.items())))
+    """``fn(con, *args, **kwargs)`` on the runs folder's connection, cached until a file changes."""
+    rd = str(Path(runs_dir).resolve())
+    return _cached(rd, fn.__name__, tuple(args), tuple(sorted(kwargs.items())), files.folder_signature(Path(rd)))
 
 
-def _files(con: StoreConnection, table: str, runs: tuple[str, ...], epochs: tuple[int, ...] | None) -> list[str]:
-    """The files of ``table`` for exactly these runs (and epochs), by the store's snapshot rule.
-
-    Listing the partitions we need, instead of filtering the all-runs view, is what keeps a query's
-    cost independent of how many runs and epochs the folder holds: DuckDB would otherwise open the
-    footer of every file of every run to test ``run = ?`` (``run`` is a column, not a path part).
-    """
-    root, out = con.runs_dir, []
-    for run in runs:
-        rd = store_runs.run_dir(root, run).resolve()
-        if not rd.is_relative_to(root):  # a symlinked run folder: the sandbox refuses its files
-            continue
-        if table not in PARTITIONED:
-            found = files.flat_files(rd / table)
-        elif epochs is None:
-            found = files.partitioned_files(rd / table)
-        else:
-            found = [f for e in epochs for f in files.epoch_files(store_runs.epoch_dir(rd, table, e))]
-        out.extend(str(p) for p in found)  # the writer makes plain files, never links
-    return out
+def scan(con: StoreConnection, table: str, runs, epochs=None) -> str:
+    """A SQL relation over ``table``'s rows of ``runs`` (and ``epochs``; 'last': each run's latest)
+    with the view's columns. Listing the partitions we need, instead of filtering the all-runs view,
+    keeps a query's cost independent of how many runs and epochs the folder holds."""
+    eps = epochs if epochs is None or epochs == "last" else tuple(int(e) for e in epochs)
+    return con.relation(table, tuple(runs), eps)
 
 
-def _scan(con: StoreConnection, table: str, runs, epochs=None) -> str:
-    """A SQL relation over ``table``'s rows of ``runs`` (and ``epochs``) with the view's columns."""
-    cols = ", ".join(f'"{f.name}"' for f in table_schema(table))
-    paths = _files(con, table, tuple(runs), None if epochs is None else tuple(int(e) for e in epochs))
-    if not paths:
-        return f"(SELECT {cols} FROM {_empty(con, table)})"
-    lst = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-    hive = "true, hive_types = {'epoch': 'INTEGER'}" if table in PARTITIONED else "false"
-    # No union_by_name: the writer casts every file to the one schema, and unioning opens every
-    # footer at bind time (3x slower over 1,200 small epoch files here). Columns still match by name.
-    return f"(SELECT {cols} FROM read_parquet({lst}, hive_partitioning = {hive}))"
+def run_sql(con: StoreConnection, build: Callable[[], tuple[str, list]]) -> pd.DataFrame:
+    """Run the SQL that ``build`` makes (called again on a retry, so its file lists are fresh)."""
+    return con.query_df(build)
 
 
-def _empty(con: StoreConnection, table: str) -> str:
-    """A typed empty table standing in for a table with no files yet (registering is cheap)."""
-    name = f"_dash_empty_{table}"
-    con.con.register(name, table_schema(table).empty_table())
-    return name
+_scan, _df = scan, run_sql  # the names the first page queries were written with
 
 
-def _df(con: StoreConnection, build: Callable[[], tuple[str, list]]) -> pd.DataFrame:
-    """Run the SQL that ``build`` makes; once more with fresh file lists if a live run's chunk was
-    compacted away between listing and reading."""
-    try:
-        sql, params = build()
-        return con.con.execute(sql, params).df()
-    except duckdb.IOException:
-        sql, params = build()
-        return con.con.execute(sql, params).df()
+@query
+def damaged(con) -> pd.DataFrame:
+    """One row per file left out of every query (damaged, foreign, or a link out): run, file, reason."""
+    rows = [(run, *item.split(": ", 1)) for run, items in con.damaged().items() for item in items]
+    return pd.DataFrame(rows, columns=["run", "file", "reason"])
 
 
 # ---- runs and per-epoch summaries -------------------------------------------------------------------
@@ -155,90 +118,45 @@ def runs_overview(con) -> pd.DataFrame:
         return recs.assign(epochs_done=[], clean_acc=[], robust_acc=[], acc_source=[])
 
     def build():
-        # each run's newest summary file: part-NNN.parquet with the highest epoch number
-        last_epoch = [max(fs, key=_epoch_of) for r in names if (fs := _files(con, "epochs", (r,), None))]
-        lst = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in last_epoch) + "]"
-        ep = (f"read_parquet({lst})" if last_epoch else "(SELECT * FROM "
-              f"{_empty(con, 'epochs')})")
         return f"""
             WITH ev AS (
-                SELECT run, attack, arg_max(accuracy, created_at) AS acc FROM {_scan(con, 'evals', names)}
+                SELECT run, attack, arg_max(accuracy, created_at) AS acc FROM {scan(con, 'evals', names)}
                 WHERE checkpoint = 'last' AND setting = 'white-box' GROUP BY run, attack),
             evp AS (
                 SELECT run, max(acc) FILTER (attack = 'clean') AS clean,
                        coalesce(max(acc) FILTER (attack = 'pgd20'), max(acc) FILTER (attack = 'pgd10')) AS robust
                 FROM ev GROUP BY run),
             ep AS (SELECT run, epoch + 1 AS epochs_done, heldout_clean_acc AS clean, heldout_pgd_acc AS robust
-                   FROM {ep})
+                   FROM {scan(con, 'epochs', names, 'last')})
             SELECT coalesce(evp.run, ep.run) AS run, coalesce(ep.epochs_done, 0) AS epochs_done,
                    coalesce(evp.clean, ep.clean) AS clean_acc, coalesce(evp.robust, ep.robust) AS robust_acc,
                    CASE WHEN evp.clean IS NOT NULL THEN 'test set, last checkpoint'
                         WHEN ep.clean IS NOT NULL THEN 'held-out, latest epoch' ELSE '' END AS acc_source
             FROM evp FULL JOIN ep USING (run)""", []
 
-    acc = _df(con, build)
+    acc = run_sql(con, build)
     out = recs.merge(acc, on="run", how="left")
     out["epochs_done"] = out["epochs_done"].fillna(0).astype(int)
     out["acc_source"] = out["acc_source"].fillna("")
     return out.sort_values(["created_at", "run"], ascending=[False, True], na_position="last").reset_index(drop=True)
 
 
-def _epoch_of(path: str) -> int:
-    digits = "".join(ch for ch in Path(path).stem if ch.isdigit())
-    return int(digits) if digits else -1
-
-
-_EPOCHS_MEMO: dict[tuple[str, str], tuple[tuple, pd.DataFrame]] = {}
-
-
 @query
 def epochs(con, runs: tuple[str, ...]) -> pd.DataFrame:
-    """The per-epoch summary rows (one per run and epoch) of ``runs``.
-
-    A run writes one small file per epoch and never changes it (a resume rewrites it: new mtime),
-    so each run's rows are kept until its file list or a file's mtime changes: opening 10 runs x 120
-    files costs most of a second, re-listing them a few ms. Runs not kept are read in one query.
-    """
-    root = str(con.runs_dir)
-    sigs = {run: _signature(_files(con, "epochs", (run,), None)) for run in runs}
-    stale = [r for r in runs if _EPOCHS_MEMO.get((root, r), (None,))[0] != sigs[r]]
-    if stale:
-        fresh = _df(con, lambda: (f"SELECT * FROM {_scan(con, 'epochs', stale)} ORDER BY run, epoch", []))
-        for run in stale:
-            _EPOCHS_MEMO[(root, run)] = (sigs[run], fresh[fresh["run"] == run].reset_index(drop=True))
-    frames = [_EPOCHS_MEMO[(root, r)][1] for r in runs]
-    if not frames:
-        return _df(con, lambda: (f"SELECT * FROM {_empty(con, 'epochs')}", []))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _signature(paths: list[str]) -> tuple:
-    out = []
-    for p in paths:
-        try:
-            out.append((p, os.stat(p).st_mtime_ns))
-        except FileNotFoundError:  # removed by a resume while we listed: the next call sees it
-            out.append((p, -1))
-    return tuple(out)
-
-
-def clear_memo() -> None:
-    _EPOCHS_MEMO.clear()
-    _STEPS_MEMO.clear()
+    """The per-epoch summary rows (one per run and epoch) of ``runs``."""
+    return run_sql(con, lambda: (f"SELECT * FROM {scan(con, 'epochs', runs)} ORDER BY run, epoch", []))
 
 
 @query
 def example_epochs(con, run: str) -> pd.DataFrame:
-    """The epochs of ``run`` that have per-example files (from the file listing: no data is read)."""
-    rd = store_runs.run_dir(con.runs_dir, run)
-    have = [e for e, d in files.epoch_dirs(rd / "examples") if files.epoch_files(d)]
-    return pd.DataFrame({"epoch": pd.Series(have, dtype="int64")})
+    """The epochs of ``run`` that have per-example files (from the file listing: no rows are read)."""
+    return pd.DataFrame({"epoch": pd.Series(con.partitions("examples", run), dtype="int64")})
 
 
 @query
 def events(con, run: str, limit: int = 50) -> pd.DataFrame:
-    return _df(con, lambda: (f"SELECT time, epoch, batch, kind, detail FROM {_scan(con, 'events', (run,))} "
-                             "ORDER BY time DESC LIMIT ?", [int(limit)]))
+    return run_sql(con, lambda: (f"SELECT time, epoch, batch, kind, detail FROM {scan(con, 'events', (run,))} "
+                                 "ORDER BY time DESC LIMIT ?", [int(limit)]))
 
 
 # ---- FOSC distributions -----------------------------------------------------------------------------
@@ -248,13 +166,13 @@ def _binned(con, runs, epochs, bins: int, aggs: str, keys: str) -> pd.DataFrame:
     two scans of those files only (the range, then the aggregates ``aggs`` grouped by ``keys``, bin)."""
     def build():
         return f"""
-            WITH ex AS (SELECT * FROM {_scan(con, 'examples', runs, epochs)} WHERE isfinite(fosc)),
+            WITH ex AS (SELECT * FROM {scan(con, 'examples', runs, epochs)} WHERE isfinite(fosc)),
             g AS (SELECT min(fosc) AS lo, CASE WHEN max(fosc) > min(fosc) THEN (max(fosc) - min(fosc)) / ?
                                                ELSE 1e-6 END AS width FROM ex)
             SELECT {keys}least(floor((fosc - g.lo) / g.width), ? - 1)::INTEGER AS bin, {aggs},
                    any_value(g.lo) AS lo, any_value(g.width) AS width
             FROM ex, g GROUP BY ALL ORDER BY ALL""", [bins, bins]
-    return _df(con, build)
+    return run_sql(con, build)
 
 
 @query
@@ -318,41 +236,23 @@ def fosc_bins(con, run: str, epoch: int, bins: int = FOSC_BINS) -> pd.DataFrame:
     return df[["bin", "fosc_lo", "fosc_hi", "fosc_mid", "n", "adv_acc", "loss_mean"]]
 
 
-_STEPS_MEMO: dict[tuple[str, str, int], tuple[tuple, pd.DataFrame]] = {}
-
-
 @query
 def steps_hist(con, run: str) -> pd.DataFrame:
-    """How many examples took each number of PGD steps, per epoch (one run, every epoch).
-
-    An epoch's files do not change once it is compacted, so its counts are kept until its file
-    signature changes: a live run costs one epoch's scan per refresh, not the whole run's.
-    """
-    root, rd = str(con.runs_dir), store_runs.run_dir(con.runs_dir, run)
-    sigs = {e: _signature([str(f) for f in files.epoch_files(d)]) for e, d in files.epoch_dirs(rd / "examples")}
-    stale = [e for e, sig in sigs.items() if _STEPS_MEMO.get((root, run, e), (None,))[0] != sig]
-    if stale:
-        fresh = _df(con, lambda: (f"SELECT epoch, steps, count(*) AS n FROM {_scan(con, 'examples', (run,), stale)} "
-                                  "GROUP BY ALL ORDER BY epoch, steps", []))
-        for e in stale:
-            _STEPS_MEMO[(root, run, e)] = (sigs[e], fresh[fresh["epoch"] == e])
-    frames = [_STEPS_MEMO[(root, run, e)][1] for e in sorted(sigs)]
-    if not frames:
-        return pd.DataFrame({"epoch": pd.Series(dtype="int32"), "steps": pd.Series(dtype="int16"),
-                             "n": pd.Series(dtype="int64")})
-    return pd.concat(frames, ignore_index=True)
+    """How many examples took each number of PGD steps, per epoch (one run, every epoch)."""
+    return run_sql(con, lambda: (f"SELECT epoch, steps, count(*) AS n FROM {scan(con, 'examples', (run,))} "
+                                 "GROUP BY ALL ORDER BY epoch, steps", []))
 
 
 @query
 def trajectories(con, run: str, epoch: int, n_examples: int = 12) -> pd.DataFrame:
     """Fig. 1b: per-step FOSC and loss of ``n_examples`` recorded examples of one epoch."""
     def build():
-        src = _scan(con, "steps", (run,), (int(epoch),))
+        src = scan(con, "steps", (run,), (int(epoch),))
         return f"""
             WITH s AS (SELECT idx, step, fosc, loss, active FROM {src}),
             pick AS (SELECT DISTINCT idx FROM s ORDER BY idx LIMIT ?)
             SELECT * FROM s WHERE idx IN (SELECT idx FROM pick) ORDER BY idx, step""", [int(n_examples)]
-    return _df(con, build)
+    return run_sql(con, build)
 
 
 # ---- robustness -------------------------------------------------------------------------------------
@@ -366,9 +266,9 @@ def robustness(con, runs: tuple[str, ...] | None, checkpoint: str = "last") -> p
     """
     recs = run_records(con.runs_dir)
     names = tuple(runs) if runs else tuple(recs["run"])
-    long = _df(con, lambda: (f"""
+    long = run_sql(con, lambda: (f"""
         SELECT run, setting, attack, arg_max(accuracy, created_at) * 100 AS acc
-        FROM {_scan(con, 'evals', names)} WHERE checkpoint = ? GROUP BY ALL""", [checkpoint]))
+        FROM {scan(con, 'evals', names)} WHERE checkpoint = ? GROUP BY ALL""", [checkpoint]))
     long = long.merge(recs[["run", "strategy", "dataset"]], on="run", how="left").fillna({"strategy": "", "dataset": ""})
     cols = [f"{s} {label}" for s in SETTINGS for a, label in ATTACKS.items()
             if not (s == "black-box" and a == "clean")]
@@ -382,6 +282,138 @@ def robustness(con, runs: tuple[str, ...] | None, checkpoint: str = "last") -> p
     wide.columns.name = None
     order = {r: i for i, r in enumerate(names)}
     return wide.sort_values("run", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+# ---- the headline and the configuration of each run (pages Runs, Run, Compare) ------------------------
+
+# Config fields shown as columns, in order: config key -> column label. ``step_size`` is the config's
+# alpha, else eps/4 (the trainer's rule); ``n_train`` None means the whole training set.
+CONFIG_COLUMNS = {"dataset": "dataset", "model": "model", "eps": "eps", "steps": "K", "step_size": "step size",
+                  "c_max": "c_max", "t_prime": "T'", "lr": "lr", "epochs": "epochs", "seed": "seed",
+                  "n_train": "data size", "batch_size": "batch", "heldout": "held-out n",
+                  "heldout_pgd_steps": "held-out PGD K"}
+ROBUST_ATTACK = ("pgd20", "pgd10")  # the test-set robust column: the strongest PGD there is
+
+
+def _num(value):
+    """A config value as a float, None if it is not a finite number (config.json is untrusted)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+@query
+def run_configs(con) -> pd.DataFrame:
+    """One row per run: the config columns of CONFIG_COLUMNS, tags, note and times (from the runs view's
+    columns, read fresh from the run folders like ``run_records``)."""
+    import json
+
+    tbl = runs_table(Path(con.runs_dir)).to_pandas()
+    rows = []
+    for _, r in tbl.iterrows():
+        try:
+            cfg = json.loads(r["config"] or "{}")
+        except ValueError:
+            cfg = {}
+        cfg = cfg if isinstance(cfg, dict) else {}
+        row = {"run": r["run"]}
+        for key in CONFIG_COLUMNS:
+            v = cfg.get(key)
+            row[key] = v if key in ("dataset", "model") and isinstance(v, str) else _num(v)
+        if row["step_size"] is None and row["eps"] is not None:
+            row["step_size"] = row["eps"] / 4
+        row["tags"] = list(r["tags"]) if r.get("tags") is not None else []
+        row["note"] = r.get("note") or ""
+        row["created_at"], row["updated_at"] = r["created_at"], r["updated_at"]
+        rows.append(row)
+    cols = ["run", *CONFIG_COLUMNS, "tags", "note", "created_at", "updated_at"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _eval_summary(con, names: tuple[str, ...]) -> pd.DataFrame:
+    """Per run, its latest white-box evaluation of the last checkpoint as one consistent set of rows:
+    clean and robust accuracy with the attack, budget and example count they come from, and whether
+    the evaluation is partial (a row still marked partial, a row missing, or rows of different sizes:
+    an evaluation killed half-way)."""
+    ev = _df(con, lambda: (f"""
+        SELECT run, {store_evals.key_sql()} AS key, arg_max(accuracy, created_at) AS acc,
+               arg_max(n, created_at) AS n, arg_max(eps, created_at) AS eps,
+               coalesce(arg_max(partial, created_at), false) AS partial
+        FROM {_scan(con, 'evals', names)} WHERE checkpoint = 'last' AND setting = 'white-box'
+        GROUP BY ALL""", []))
+    out = []
+    for run, g in ev.groupby("run", sort=False):
+        by = g.set_index("key")
+        robust = next((a for a in ROBUST_ATTACK if a in by.index), None)
+        missing = [a for a in ("clean", ROBUST_ATTACK[0]) if a not in by.index]
+        unfinished = [a for a in by.index if bool(by.at[a, "partial"])]
+        sizes = {int(n) for n in g["n"].dropna()}
+        why = ([f"no {', '.join(store_evals.header(a) for a in missing)}"] if missing else []) + (
+            [f"{', '.join(store_evals.header(a) for a in unfinished)} unfinished"] if unfinished else []) + (
+            ["unequal n"] if len(sizes) > 1 else [])
+        r = by.loc[robust] if robust else None
+        n = max(sizes) if sizes else None
+        source = (f"test set, last checkpoint, {store_evals.header(robust) if robust else 'no PGD'}"
+                  + (f", eps {float(r['eps']):.4g}" if r is not None and pd.notna(r["eps"]) else "")
+                  + (f", n={n:,}" if n else "") + (f" (partial: {'; '.join(why)})" if why else ""))
+        out.append({"run": run, "test_clean": by.at["clean", "acc"] * 100 if "clean" in by.index else np.nan,
+                    "test_robust": float(r["acc"]) * 100 if r is not None else np.nan,
+                    "test_source": source, "test_partial": bool(why)})
+    return pd.DataFrame(out, columns=["run", "test_clean", "test_robust", "test_source", "test_partial"])
+
+
+@query
+def headline(con) -> pd.DataFrame:
+    """Per run, "is it getting robust?": held-out PGD accuracy (%) per finished epoch (the trend), the
+    latest and its change since the epoch before, and the test-set evaluation, each with its source.
+
+    Held-out numbers come only from finished epochs (a run writes its summary at an epoch's end); the
+    test numbers only from one evaluation (``_eval_summary``): the two are never mixed in one column.
+    """
+    cfg = run_configs(con).set_index("run")
+    names = tuple(cfg.index)
+    ep = epochs(con, names) if names else pd.DataFrame(columns=["run", "epoch", "heldout_pgd_acc"])
+    rows = []
+    for run in names:
+        e = ep[ep["run"] == run].sort_values("epoch")
+        trend = (e["heldout_pgd_acc"] * 100).round(2).tolist()
+        last = e.iloc[-1] if not e.empty else None
+        c = cfg.loc[run]
+        k, eps, n = c["heldout_pgd_steps"], c["eps"], c["heldout"]
+        source = "" if last is None else (
+            f"held-out, epoch {int(last['epoch'])} (last finished), PGD-{int(k) if k else '?'}"
+            + (f", eps {eps:.4g}" if eps else "") + (f", n={int(n):,}" if n else ""))
+        rows.append({"run": run, "heldout_trend": trend,
+                     "heldout_robust": trend[-1] if trend else np.nan,
+                     "heldout_delta": trend[-1] - trend[-2] if len(trend) >= 2 else np.nan,
+                     "heldout_clean": float(last["heldout_clean_acc"]) * 100 if last is not None else np.nan,
+                     "heldout_epoch": int(last["epoch"]) if last is not None else -1,
+                     "heldout_source": source,
+                     "wall_s": float(e["wall_s"].sum()) if not e.empty else 0.0,
+                     "epoch_s": float(e["wall_s"].median()) if not e.empty else np.nan})
+    out = pd.DataFrame(rows, columns=["run", "heldout_trend", "heldout_robust", "heldout_delta", "heldout_clean",
+                                      "heldout_epoch", "heldout_source", "wall_s", "epoch_s"])
+    test = _eval_summary(con, names) if names else _eval_summary(con, ("-",))
+    out = out.merge(test, on="run", how="left")
+    out["test_source"] = out["test_source"].fillna("")
+    out["test_partial"] = out["test_partial"].fillna(False).astype(bool)
+    return out
+
+
+@query
+def batch_summary(con, run: str) -> pd.DataFrame:
+    """Per (epoch, batch) of ``run``: mean loss, accuracy, FOSC and PGD steps over its examples.
+
+    Columns epoch, batch, n, loss, acc, fosc, steps (cached by ``load`` until the run's files change).
+    """
+    return run_sql(con, lambda: (
+        f"SELECT epoch, batch, count(*) AS n, avg(loss) AS loss, avg(correct::INTEGER) AS acc, "
+        f"avg(fosc) FILTER (isfinite(fosc)) AS fosc, avg(steps) AS steps "
+        f"FROM {scan(con, 'examples', (run,))} GROUP BY epoch, batch ORDER BY epoch, batch", []))
 
 
 # ---- per-example insight: data maps, forgetting, the examples behind them (store.insight) ------------

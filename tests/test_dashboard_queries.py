@@ -1,14 +1,20 @@
 """dashboard.queries and dashboard.charts against real tiny runs, checked against plain SQL on the views."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import store
 from dashboard import charts, queries
+from store import files
 from store.schedule import c_t
+from store.writer import write_event, write_parquet_atomic
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +88,6 @@ def test_steps_hist_trajectories_epochs_and_events(con):
     assert traj.groupby("idx")["step"].min().eq(0).all()
     ep = queries.epochs(con, ("tiny-dynamic", "tiny-standard"))
     assert ep.groupby("run")["epoch"].apply(list).to_dict() == {"tiny-dynamic": [0, 1], "tiny-standard": [0, 1]}
-    assert queries.epochs(con, ("tiny-dynamic",)).equals(queries.epochs(con, ("tiny-dynamic",)))  # memo hit
     assert queries.example_epochs(con, "tiny-unsecured")["epoch"].tolist() == [0, 1]
     assert {"start", "finish"} <= set(queries.events(con, "tiny-dynamic")["kind"])
 
@@ -99,10 +104,49 @@ def test_robustness_table_equals_the_evals_rows(con):
         assert got == pytest.approx(100 * row["accuracy"])
 
 
-def test_load_caches_through_the_shared_connection(tiny_runs):
-    a = queries.load(tiny_runs, queries.fosc_bins, "tiny-dynamic", 1)
-    b = queries.load(tiny_runs, queries.fosc_bins, "tiny-dynamic", 1)
-    assert a.equals(b) and a["n"].sum() == 384
+@pytest.fixture()
+def one_run(tiny_runs, tmp_path):
+    """A private copy of one tiny run: these tests change its files."""
+    shutil.copytree(tiny_runs / "tiny-dynamic", tmp_path / "runs" / "tiny-dynamic")
+    return tmp_path / "runs"
+
+
+def test_load_caches_until_a_file_changes(one_run, monkeypatch):
+    """The second load is served from the cache (the query does not run again); a new file in the
+    run (an event, renamed into place as the writer does) changes the key, and the next load sees it."""
+    calls = []
+    real = queries._QUERIES["events"]
+    monkeypatch.setitem(queries._QUERIES, "events", lambda con, *a, **k: calls.append(a) or real(con, *a, **k))
+    a = queries.load(one_run, queries.events, "tiny-dynamic")
+    b = queries.load(one_run, queries.events, "tiny-dynamic")
+    assert len(calls) == 1 and a.equals(b) and {"start", "finish"} <= set(a["kind"])
+    write_event(one_run / "tiny-dynamic", "tiny-dynamic", "note", "from the test")
+    c = queries.load(one_run, queries.events, "tiny-dynamic")
+    assert len(calls) == 2 and len(c) == len(a) + 1 and "note" in set(c["kind"])
+
+
+def test_epochs_follow_a_rewritten_summary_file(one_run):
+    """A resume rewrites an epoch's summary: the next query shows the new row, never a kept copy."""
+    with store.open(one_run) as con:
+        before = queries.epochs(con, ("tiny-dynamic",))
+        path = files.summary_path(one_run / "tiny-dynamic", 1)
+        t = pq.read_table(path)
+        write_parquet_atomic(t.set_column(t.schema.get_field_index("fosc_mean"), "fosc_mean",
+                                          pa.array([123.0])), path)
+        after = queries.epochs(con, ("tiny-dynamic",))
+    assert before["fosc_mean"].iloc[1] != 123.0 and after["fosc_mean"].tolist()[1] == 123.0
+    assert after["epoch"].tolist() == before["epoch"].tolist() == [0, 1]
+
+
+def test_damaged_lists_each_file_left_out_per_run(one_run):
+    bad = one_run / "tiny-dynamic" / "examples" / "epoch=000" / "compact-r0.parquet"
+    bad.write_bytes(b"")
+    with store.open(one_run) as con:
+        assert queries.example_epochs(con, "tiny-dynamic")["epoch"].tolist() == [1]
+        assert queries.fosc_hist(con, ("tiny-dynamic",), (0, 1))["epoch"].unique().tolist() == [1]
+        d = queries.damaged(con)
+    assert d.to_dict("list") == {"run": ["tiny-dynamic"], "file": ["tiny-dynamic/examples/epoch=000/compact-r0.parquet"],
+                                 "reason": ["empty file (0 bytes)"]}
 
 
 # ---- charts: pure functions of small frames ---------------------------------------------------------
