@@ -30,6 +30,7 @@ _ALL = (
     StrategyInfo("fat", "early-stopped PGD: tau more steps after the first misclassification "
                  "(Zhang et al. 2020)"),
     StrategyInfo("trades", "CE(clean) + beta * KL(p(x_0) || p(x_adv)) (Zhang et al. 2019)"),
+    StrategyInfo("mart", "boosted CE on x_adv + beta * KL weighted by 1 - p_true(x_0) (Wang et al. 2020)"),
     StrategyInfo("fast", "FGSM from a random start, step 1.25*eps: fast adversarial training (Wong et al. 2020)"),
 )
 

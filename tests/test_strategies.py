@@ -396,3 +396,32 @@ def test_fast_is_fgsm_from_a_random_start_with_step_one_and_a_quarter_eps(tmp_pa
     tiny(tmp_path, "fast", "fast", 1)  # a real run logs FOSC like the rest
     rows = examples(tmp_path, "fast")
     assert len(rows) == N_TRAIN and (rows["steps"] == 1).all() and rows["fosc"].notna().all()
+
+
+def test_mart_loss_equals_the_authors_formula_and_a_real_run_logs_fosc(tmp_path):
+    cfg = RunConfig(strategy="mart", eps=0.3, steps=3).validate()
+    mart = build_strategy(cfg)
+    assert cfg.trades_beta == 6.0 and mart.plan(0).attack == "pgd"
+    model, ds = initial_cnn4(), train_data()
+    x, y = ds.x_train[:16], ds.y_train[:16]
+    torch.manual_seed(2)
+    x_adv = mart.attack(mart.plan(0))(model, x, y).x_adv
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and not torch.equal(x_adv, x)
+    model.train()
+    torch.manual_seed(0)
+    loss, logits = mart.train_loss(model, x, x_adv, y, 0)
+    # The authors' batch loss (mart.py), written out: the mean of ours must equal it.
+    m = initial_cnn4().train()
+    nat, adv = m(x), m(x_adv)
+    adv_probs, nat_probs = torch.softmax(adv, 1), torch.softmax(nat, 1)
+    tmp1 = torch.argsort(adv_probs, dim=1)[:, -2:]
+    new_y = torch.where(tmp1[:, -1] == y, tmp1[:, -2], tmp1[:, -1])
+    loss_adv = nn.functional.cross_entropy(adv, y) + nn.functional.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+    true_probs = torch.gather(nat_probs, 1, y.unsqueeze(1)).squeeze()
+    kl = nn.KLDivLoss(reduction="none")(torch.log(adv_probs + 1e-12), nat_probs).sum(1)
+    expect = loss_adv + 6.0 * (1.0 / len(y)) * torch.sum(kl * (1.0000001 - true_probs))
+    torch.testing.assert_close(loss.mean(), expect, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, adv)  # p_true and correct come from the adversarial logits
+    tiny(tmp_path, "mart", "mart", 1)
+    rows = examples(tmp_path, "mart")
+    assert len(rows) == N_TRAIN and (rows["steps"] == 2).all() and rows["fosc"].notna().all()

@@ -246,6 +246,32 @@ class Fast(Strategy):
         return PGD(cfg.eps, 1.25 * cfg.eps, 1, random_start=True, norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
 
 
+class Mart(Strategy):
+    """Wang et al. 2020 (MART), as the authors' mart.py: PGD-K on the CE from a N(0, 0.001^2) start;
+    loss = CE(x_adv) - log(1 - p_adv[best wrong class]) + beta * KL(p(x_0) || p(x_adv)) * (1 - p_true(x_0)),
+    beta = --trades-beta (6 by default, as theirs)."""
+    name = "mart"
+
+    class _Pgd(PGD):
+        def start(self, x0, clip=True):
+            x = x0 + 0.001 * torch.randn_like(x0)
+            return x.clamp(0, 1) if clip else x
+
+    def attack(self, plan):
+        cfg = self.cfg
+        return self._Pgd(cfg.eps, cfg.step_size, plan.steps, norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
+
+    def train_loss(self, model, x0, x_adv, y, epoch):
+        clean, adv = model(x0), model(x_adv)  # the authors' order (it sets BatchNorm's running statistics)
+        p_adv, p_clean = F.softmax(adv.float(), 1), F.softmax(clean.float(), 1)
+        top2 = p_adv.argsort(1)[:, -2:]
+        wrong = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])  # the most likely wrong class
+        boosted = losses.cross_entropy(adv, y) - torch.log(1.0001 - p_adv.gather(1, wrong[:, None]).squeeze(1) + 1e-12)
+        kl = F.kl_div(torch.log(p_adv + 1e-12), p_clean, reduction="none").sum(1)
+        p_true = p_clean.gather(1, y[:, None]).squeeze(1)
+        return boosted + self.cfg.trades_beta * kl * (1.0000001 - p_true), adv
+
+
 def build_attack(kind: str, cfg: RunConfig, steps: int, step_noise: float = 0.0) -> Attack:
     kw = dict(norm=cfg.norm, fosc_set=cfg.fosc_set, bf16=cfg.bf16)
     if kind == "fgsm":
