@@ -194,7 +194,7 @@ HELP: dict[str, str] = {
     "curriculum_mixing": "curriculum: mix PGD-0..k within each batch (Cai et al.'s batch mixing)",
     "fat_omega": "fat: std of Gaussian noise added at every PGD step (0.001 in the FAT code)",
     "fat_tau_epochs": "fat: epochs at which tau goes 0 -> 1 -> 2, e.g. 20,35",
-    "trades_beta": "trades: weight of the KL term",
+    "trades_beta": "trades, mart: weight beta of the KL term",
     "official_code_compat": "dynamic only: reproduce the authors' TF code (FOSC centred on the unclipped "
                             "random start; loss weighted by each example's adversarial CE from epoch 1)",
     "epochs": "training epochs T",
