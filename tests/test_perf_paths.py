@@ -169,8 +169,10 @@ def test_train_step_bench_runs_tiny_and_prints_ratios():
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("cnn4:8")]
     assert [ln.split()[1] for ln in lines] == ["reference", "fosc-lab"]
+    ref, ours = (float(ln.split()[2]) for ln in lines)  # ex/s of each variant
     ratio = float(lines[1].split("ratio vs reference")[1].strip().rstrip("x"))
-    assert ratio > 0
+    assert ref > 0 and ours > 0
+    assert ratio == pytest.approx(ours / ref, abs=0.006)  # the printed ratio is ours/reference of the printed rates
 
 
 def test_dynamic_cost_bench_runs_tiny_and_prints_ratios():
@@ -179,6 +181,10 @@ def test_dynamic_cost_bench_runs_tiny_and_prints_ratios():
     assert r.returncode == 0, r.stderr[-2000:]
     ratios = [ln for ln in r.stdout.splitlines() if "ratio dynamic/standard" in ln]
     assert len(ratios) == 4 and all(float(ln.rsplit(None, 1)[1]) > 0 for ln in ratios)
+    # c_t is calibrated to the targets (2 and 4 mean steps of K = 4): a stop rule that never fired
+    # would leave every block at 4 steps.
+    steps = [float(ln.split("mean steps")[1].split()[0]) for ln in ratios]
+    assert min(steps) < 3.5 and all(0 < s <= 4 for s in steps)
     assert "on CPU there is no device/host synchronisation" in r.stdout
 
 
