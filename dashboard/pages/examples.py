@@ -166,8 +166,8 @@ def _grid(df) -> None:
     missing = [int(i) for i, r in recs.items() if r is None]
     if missing and st.button(f"Regenerate the adversarial images of {len(missing)} examples (last checkpoint)",
                              key="ex_regen"):
-        _regenerate(missing)
-        recs = {i: insight.read_regenerated(rd, "last", i) for i in df["idx"]}
+        if _regenerate(missing):
+            st.rerun()  # draw the grid again with the new images (and without this button)
     st.caption("Each image: clean | adversarial (regenerated from the last checkpoint with the run's attack, "
                "seed 0) | perturbation (grey = 0, black/white = -/+ eps).")
     cols = st.columns(4)
@@ -193,7 +193,7 @@ def _caption(row, label: int, rec: dict | None) -> str:
     return " | ".join(parts)
 
 
-def _regenerate(ids: list[int]) -> None:
+def _regenerate(ids: list[int]) -> bool:
     argv = [sys.executable, "-m", "trainer.regenerate", "--runs-dir", str(RD), "--run", run,
             "--idx", ",".join(map(str, ids))]
     with st.spinner(f"regenerating {len(ids)} adversarial examples"):
@@ -201,9 +201,10 @@ def _regenerate(ids: list[int]) -> None:
             done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=REGEN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             st.error(f"regeneration took longer than {REGEN_TIMEOUT_S} s and was stopped")
-            return
+            return False
     if done.returncode != 0:
         st.error((done.stderr.strip().splitlines() or ["regeneration failed"])[-1])
+    return done.returncode == 0
 
 
 _summary()

@@ -1,0 +1,74 @@
+"""Alarms on real tiny runs built to trigger them, written by the trainer as events; quiet on healthy runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import store
+from store import alarms, control
+from tests.conftest import tiny_run
+from trainer import checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["--preset", "quick", "--n-train", "384", "--batch-size", "128", "--eval-n", "128", "--heldout", "128",
+         "--quiet"]
+
+pytestmark = pytest.mark.slow
+
+
+def alarm_events(runs_dir: Path, run: str) -> dict[str, int]:
+    with store.open(runs_dir) as con:
+        ev = con.query_df("SELECT epoch, detail FROM events WHERE run = ? AND kind = 'alarm'", [run])
+    return {d.split(":", 1)[0]: int(e) for e, d in zip(ev["epoch"], ev["detail"])}
+
+
+def test_a_learning_rate_jump_raises_robust_overfitting_and_masking(tmp_path):
+    """Unsecured at eps 0.1 gets some PGD accuracy in 3 epochs; then the control file sets lr 3: the
+    model collapses, held-out PGD accuracy falls far below its best, and its dead ReLUs give zero input
+    gradients (FOSC ~ 0 because ||g||_1 ~ 0: masking, not convergence)."""
+    rd = tmp_path / "jump"
+    argv = [sys.executable, "-m", "trainer.run", *QUICK, "--runs-dir", str(tmp_path), "--name", "jump",
+            "--strategy", "unsecured", "--epochs", "5", "--eps", "0.1", "--t-prime", "4"]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    changed = False
+    while proc.poll() is None:
+        if not changed and _epochs_done(rd) >= 3:
+            control.write(rd, lr=3.0)  # read between batches of epoch 3
+            changed = True
+        time.sleep(0.2)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    found = {a.kind: a for a in alarms.check(rd)}
+    robust = found["robust_overfitting"]
+    best_epoch = checkpoint.load(checkpoint.path(rd, "best"))["epoch"]
+    assert f"checkpoints/best.pt holds epoch {best_epoch}" in robust.evidence and robust.checkpoint == "best"
+    assert "gradient_masking" in found
+    events = alarm_events(tmp_path, "jump")
+    assert events["robust_overfitting"] >= 3 and "gradient_masking" in events  # written by the trainer
+
+
+def _epochs_done(rd: Path) -> int:
+    try:
+        return int(json.loads((rd / "status.json").read_text()).get("epoch", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def test_dynamic_whose_attack_cannot_move_raises_stalled_convergence(tmp_path):
+    """K = 1 and a learning rate of 1e-6: c_t falls from c_max to 0, the FOSC median does not."""
+    tiny_run(tmp_path, "stuck", "dynamic", epochs=4, steps=1, lr=1e-6, t_prime=3)
+    found = {a.kind for a in alarms.check(tmp_path / "stuck")}
+    assert "stalled_convergence" in found
+    assert "stalled_convergence" in alarm_events(tmp_path, "stuck")
+
+
+def test_healthy_runs_raise_nothing(tiny_runs):
+    for run in ("tiny-dynamic", "tiny-standard", "tiny-unsecured"):
+        assert alarms.check(tiny_runs / run) == [], run
+        assert alarm_events(tiny_runs, run) == {}, run
