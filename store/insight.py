@@ -72,10 +72,15 @@ def _epoch_rows(run_dir: Path, epoch: int) -> dict[str, np.ndarray] | None:
         return None
     parts = []
     for p in paths:
-        have = set(pq.read_schema(p).names)
-        t = pq.read_table(p, columns=[c for c in ("idx", "correct", "p_true", "loss", "fosc", "steps") if c in have])
+        try:
+            have = set(pq.read_schema(p).names)
+            t = pq.read_table(p, columns=[c for c in ("idx", "correct", "p_true", "loss", "fosc", "steps") if c in have])
+        except (OSError, pa.ArrowException):  # a damaged file is left out here, as in every view
+            continue
         parts.append({c: (t[c].to_numpy(zero_copy_only=False) if c in have else np.full(t.num_rows, np.nan))
                       for c in ("idx", "correct", "p_true", "loss", "fosc", "steps")})
+    if not parts:
+        return None
     cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
     idx, inv = np.unique(cols["idx"].astype(np.int64), return_inverse=True)
     rows = np.bincount(inv, minlength=len(idx))
