@@ -103,7 +103,10 @@ def test_rank0_writes_summaries_and_c_max_auto_reduces_over_ranks(ddp_run, flags
     with store.open(runs_dir) as con:
         ep = con.query_df("SELECT epoch, n, c_max FROM epochs WHERE run = 'ddp' ORDER BY epoch")
         state = con.query_df("SELECT state FROM runs WHERE run = 'ddp'")["state"].tolist()
+        events = con.query_df("SELECT kind, count(*) AS n FROM events WHERE run = 'ddp' GROUP BY kind")
     assert ep["epoch"].tolist() == list(range(EPOCHS)) and ep["n"].tolist() == [N] * EPOCHS
+    counts = dict(zip(events["kind"], events["n"]))
+    assert counts["start"] == 1 and counts["c_max_auto"] == 1 and counts["finish"] == 1  # once per run, not per rank
     assert state == ["finished"]
     # The same estimate on one process (the same initial model and examples, unsharded).
     cfg = run.config_from_args(run.build_parser().parse_args(flags))
