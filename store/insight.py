@@ -36,6 +36,7 @@ from store.writer import write_parquet_atomic
 
 DIR = "insight"
 CUM = "cum.parquet"
+PER_EPOCH = "per_epoch.parquet"  # one row per epoch: the shares of per_epoch_sql, written with each cum
 # Swayamdipta et al.'s regions, with fixed cut-offs (their Fig. 1 splits at similar places).
 AMBIGUOUS_VARIABILITY = 0.2   # variability >= this: ambiguous
 EASY_CONFIDENCE = 0.5         # otherwise confidence >= this: easy to learn, below: hard to learn
@@ -61,6 +62,14 @@ STAT_COLUMNS = ("idx", "epochs", "confidence", "variability", "correctness", "n_
 
 def cum_path(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / DIR / f"epoch={int(epoch):03d}" / CUM
+
+
+def per_epoch_path(run_dir: Path) -> Path:
+    return Path(run_dir) / DIR / PER_EPOCH
+
+
+PER_EPOCH_SCHEMA = pa.schema([("epoch", pa.int32()), ("forgotten", pa.float64()), ("correct", pa.float64()),
+                              ("never_learned", pa.float64()), ("unforgettable", pa.float64())])
 
 
 # ---- writing: the prefix aggregates (trainer side: pyarrow + numpy only) ---------------------------
@@ -139,8 +148,9 @@ def _read_cum(path: Path) -> dict[str, np.ndarray]:
     return {c: t[c].to_numpy(zero_copy_only=False) for c in CUM_SCHEMA.names}
 
 
-def fresh(run_dir: Path, epoch: int) -> bool:
-    """The aggregate of ``epoch`` exists and is newer than every examples file of that epoch."""
+def fresh(run_dir: Path, epoch: int, read: bool = True) -> bool:
+    """The aggregate of ``epoch`` exists and is newer than every examples file of that epoch (and,
+    with ``read``, its footer is ours: an untrusted damaged or foreign file counts as missing)."""
     try:
         mine = cum_path(run_dir, epoch).stat().st_mtime_ns
         src = [p.stat().st_mtime_ns for p in files.epoch_files(runs.epoch_dir(run_dir, "examples", epoch))]
@@ -148,10 +158,16 @@ def fresh(run_dir: Path, epoch: int) -> bool:
         return False
     if not src or mine < max(src):
         return False
-    try:  # an untrusted file: a damaged or foreign one counts as missing
-        return pq.read_schema(cum_path(run_dir, epoch)).equals(CUM_SCHEMA)
+    try:
+        return not read or pq.read_schema(cum_path(run_dir, epoch)).equals(CUM_SCHEMA)
     except (OSError, pa.ArrowException):
         return False
+
+
+def _chain_fresh(run_dir: Path, epochs: list[int], ends: list[int]) -> bool:
+    """Every aggregate up to the range's end is newer than its rows (stat calls only); the ones a
+    query reads are also ours (one footer each)."""
+    return all(fresh(run_dir, e, read=False) for e in epochs) and all(fresh(run_dir, e) for e in ends)
 
 
 def update(run_dir: str | Path, epoch: int) -> Path | None:
@@ -160,7 +176,7 @@ def update(run_dir: str | Path, epoch: int) -> Path | None:
     run_dir = Path(run_dir)
     logged = [e for e, d in files.epoch_dirs(run_dir / "examples") if e <= epoch and files.epoch_files(d)]
     # each aggregate builds on the one before: redo from the first missing or stale one
-    start = next((i for i, e in enumerate(logged) if not fresh(run_dir, e)), len(logged))
+    start = next((i for i, e in enumerate(logged) if not fresh(run_dir, e, read=False)), len(logged))
     if start == len(logged):
         return cum_path(run_dir, logged[-1]) if logged else None
     prev = _empty_cum()
@@ -188,7 +204,29 @@ def _write_step(run_dir: Path, epoch: int, prev: dict) -> tuple[dict, Path]:
     path = cum_path(run_dir, epoch)
     table = pa.Table.from_pydict({c: cur[c] for c in CUM_SCHEMA.names}, schema=CUM_SCHEMA)
     write_parquet_atomic(table, path)  # the store's one atomic writer (temp file, fsync, rename)
+    _write_per_epoch(run_dir, epoch, cur)
     return cur, path
+
+
+def _write_per_epoch(run_dir: Path, epoch: int, cur: dict) -> None:
+    """Replace epoch's row (and drop later ones, which build on it) in the per-epoch shares file."""
+    seen = cur["seen"]
+    k = max(int(seen.sum()), 1)
+    row = {"epoch": epoch, "forgotten": float(cur["forgot"][seen].sum()) / k,
+           "correct": float(cur["last_correct"][seen].sum()) / k,
+           "never_learned": float((cur["n_correct"][seen] == 0).sum()) / k,
+           "unforgettable": float(((cur["n_correct"] > 0) & (cur["forgets"] == 0))[seen].sum()) / k}
+    old = _read_per_epoch(run_dir)
+    rows = [r for r in (old or []) if r["epoch"] < epoch] + [row]
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=PER_EPOCH_SCHEMA), per_epoch_path(run_dir))
+
+
+def _read_per_epoch(run_dir: Path) -> list[dict] | None:
+    try:
+        t = pq.read_table(per_epoch_path(run_dir))
+    except (OSError, pa.ArrowException):
+        return None
+    return t.to_pylist() if t.schema.equals(PER_EPOCH_SCHEMA) else None
 
 
 # ---- reading: SQL ----------------------------------------------------------------------------------
@@ -262,9 +300,9 @@ def stats_relation(run_dir: str | Path, lo: int | None = None, hi: int | None = 
     run_dir = Path(run_dir).resolve()
     have = logged_epochs(run_dir)
     chosen = [e for e in have if (lo is None or e >= lo) and (hi is None or e <= hi)]
-    if use_aggregates and chosen and all(fresh(run_dir, e) for e in have if e <= chosen[-1]):
-        a, b = chosen[0], chosen[-1]
-        before = [e for e in have if e < a]
+    a, b = (chosen[0], chosen[-1]) if chosen else (None, None)
+    before = [e for e in have if a is not None and e < a]
+    if use_aggregates and chosen and _chain_fresh(run_dir, [e for e in have if e <= b], [b, a, *before[-1:]]):
         # sums: cum[b] - cum[a-1]; forgets: events at epochs in (a, b], so cum[b] - cum[a]
         return _cum_sql(cum_path(run_dir, b), cum_path(run_dir, a),
                         cum_path(run_dir, before[-1]) if before else None), "aggregates"
@@ -310,14 +348,15 @@ def per_epoch_sql(run_dir: str | Path) -> tuple[str, str]:
     unforgettable so far (from epoch 0). (SQL, 'aggregates' or 'rows')."""
     run_dir = Path(run_dir).resolve()
     have = logged_epochs(run_dir)
-    if have and all(fresh(run_dir, e) for e in have):
-        src = (f"read_parquet({_lst(cum_path(run_dir, e) for e in have)}, hive_partitioning = true, "
-               "hive_types = {'epoch': 'INTEGER'})")
-        return f"""
-            SELECT epoch, avg(forgot::INTEGER) AS forgotten, avg(last_correct::INTEGER) AS correct,
-                   avg((n_correct = 0)::INTEGER) AS never_learned,
-                   avg((n_correct > 0 AND forgets = 0)::INTEGER) AS unforgettable
-            FROM {src} WHERE seen GROUP BY epoch ORDER BY epoch""", "aggregates"
+    if have and _chain_fresh(run_dir, have, []):
+        rows = _read_per_epoch(run_dir)
+        try:
+            newer = per_epoch_path(run_dir).stat().st_mtime_ns >= cum_path(run_dir, have[-1]).stat().st_mtime_ns
+        except OSError:
+            newer = False
+        if rows is not None and newer and [r["epoch"] for r in rows] == have:
+            cols = ", ".join(f.name for f in PER_EPOCH_SCHEMA)
+            return f"SELECT {cols} FROM read_parquet({_lst([per_epoch_path(run_dir)])}) ORDER BY epoch", "aggregates"
     scan, _ = _raw_scan(run_dir, have)
     return per_epoch_rows_sql(scan), "rows"
 
