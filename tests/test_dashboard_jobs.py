@@ -237,8 +237,8 @@ def test_stop_during_the_end_of_run_evaluation(tmp_path):
              tmp_path / jobs.LOGS_DIR / "evals.log")
     time.sleep(1.0)  # inside the attacks now
     t0 = time.monotonic()
-    assert jobs.stop(tmp_path, "evals", timeout=10.0) == "stopped", jobs.log_tail(jobs.run_log(tmp_path, "evals"))
-    assert time.monotonic() - t0 < 10.0 and not jobs.group_alive(rec["pgid"])
+    assert jobs.stop(tmp_path, "evals") == "stopped", jobs.log_tail(jobs.run_log(tmp_path, "evals"))
+    assert time.monotonic() - t0 < 20.0 and not jobs.group_alive(rec["pgid"])  # the Stop button's SIGKILL bound
     status = runs.read_status(rd)
     assert status["state"] == "stopped" and runs.effective_state(rd) == "stopped"
     complete = [r for r in evaluate.read_evals(rd) if not r.get("partial", False)]

@@ -270,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}. The run stopped; free space or fix permissions, then: "
               f"python -m trainer.run --resume {name} --runs-dir {runs_dir}", file=sys.stderr)
         return EXIT_IO
+    if state == "stopped":  # asked to stop (Ctrl-C, the dashboard's SIGTERM): exit now, no report to compute
+        print(f"run {name} stopped. Continue it: python -m trainer.run --resume {name} --runs-dir {runs_dir}",
+              file=sys.stderr)
+        return 0
     from trainer import results  # what it measured, and where to look further (issue 13 section 4)
 
     print(f"run {name} {state}.\n{results.run_report(rd, runs_dir)}", file=sys.stderr)
