@@ -12,8 +12,9 @@ loads what they need with pyarrow only (the GPU machine has no DuckDB).
   FGSM examples trained on rises;
 - gradient masking: FOSC ~ 0 *because* the gradient vanishes (``store.masking``) for at least
   ``MASKED_SHARE`` of the latest epoch's examples, or flags on the latest evaluation (store.evals);
-- stalled convergence: Dynamic's c_t fell by ``STALL_CT_FALL`` over the last ``STALL_WINDOW`` epochs
-  while the FOSC median did not fall (by ``STALL_FOSC_FALL``) and stays above c_t; or at least
+- stalled convergence: over the last ``STALL_WINDOW`` + 1 epochs, each with Dynamic's threshold
+  binding (FOSC median above c_t), c_t fell by ``STALL_CT_FALL`` while the FOSC median did not fall
+  (by ``STALL_FOSC_FALL``): the attack no longer reaches the threshold; or at least
   ``FLOOR_SHARE`` of the latest epoch's examples sit at the clipping floor (``fosc - fosc_box``, the
   part of FOSC that no step inside [0, 1] can remove, is most of their FOSC and keeps it above c_t).
 """
@@ -31,7 +32,7 @@ from store import files, masking, runs
 
 ROBUST_MARGIN = 0.05
 COLLAPSE_DROP = 0.2
-STALL_WINDOW = 3
+STALL_WINDOW = 2
 STALL_CT_FALL = 0.2
 STALL_FOSC_FALL = 0.05
 FLOOR_FRACTION = 0.9     # at the floor: fosc - fosc_box >= 90% of its FOSC
@@ -113,7 +114,14 @@ def gradient_masking(stats: dict, evals: list[dict] | None = None) -> Alarm | No
 
 
 def stalled_convergence(epochs: list[dict], stats: dict | None = None, window: int = STALL_WINDOW) -> Alarm | None:
-    rows = [r for r in epochs if _finite(r.get("c_t")) and _finite(r.get("fosc_q50"))][-(window + 1):]
+    # Only epochs where the threshold binds count: while c_t is above the median FOSC, the median
+    # example stops at once and its FOSC has no reason to fall. A stall: the last window + 1 epochs
+    # in a row all missed c_t, c_t kept falling, and the FOSC median did not.
+    rows = []
+    for r in epochs:
+        binding = _finite(r.get("c_t")) and _finite(r.get("fosc_q50")) and r["fosc_q50"] > r["c_t"]
+        rows = rows + [r] if binding else []
+    rows = rows[-(window + 1):]
     if len(rows) == window + 1:
         a, b = rows[0], rows[-1]
         ct_fell = a["c_t"] > 0 and a["c_t"] - b["c_t"] >= STALL_CT_FALL * a["c_t"]

@@ -53,15 +53,17 @@ def test_gradient_masking_from_training_rows_or_evaluation_flags():
 
 
 def test_stalled_convergence_when_c_t_falls_and_fosc_does_not():
-    stalled = rows(c_t=[0.5, 0.4, 0.3, 0.2], fosc_q50=[0.30, 0.31, 0.30, 0.31])
+    stalled = rows(c_t=[0.5, 0.3, 0.25, 0.2], fosc_q50=[0.30, 0.40, 0.41, 0.40])
     a = alarms.stalled_convergence(stalled)
-    assert a is not None and a.epoch == 3 and "0.5" in a.evidence
-    following = rows(c_t=[0.5, 0.4, 0.3, 0.2], fosc_q50=[0.45, 0.38, 0.28, 0.19])
+    assert a is not None and a.epoch == 3 and "0.3 (epoch 1)" in a.evidence  # from the first binding epoch
+    following = rows(c_t=[0.5, 0.3, 0.25, 0.2], fosc_q50=[0.30, 0.40, 0.33, 0.25])
     assert alarms.stalled_convergence(following) is None
-    assert alarms.stalled_convergence(stalled[:3]) is None               # shorter than the window
+    assert alarms.stalled_convergence(stalled[:3]) is None               # two binding epochs: shorter than the window
     assert alarms.stalled_convergence(rows(c_t=[NAN] * 4, fosc_q50=[0.3] * 4)) is None  # not Dynamic
-    below = rows(c_t=[0.5, 0.4, 0.3, 0.2], fosc_q50=[0.1] * 4)
-    assert alarms.stalled_convergence(below) is None                     # converged below c_t already
+    not_binding = rows(c_t=[0.5, 0.45, 0.4, 0.35], fosc_q50=[0.3] * 4)
+    assert alarms.stalled_convergence(not_binding) is None               # the median example meets c_t
+    broken = rows(c_t=[0.5, 0.3, 0.25, 0.2, 0.15], fosc_q50=[0.4, 0.41, 0.2, 0.41, 0.42])
+    assert alarms.stalled_convergence(broken) is None                    # the streak restarted at epoch 3
     floor = alarms.stalled_convergence([], {"epoch": 5, "floor_share": 0.7})
     assert floor is not None and "clipping floor" in floor.evidence
     assert alarms.stalled_convergence([], {"epoch": 5, "floor_share": 0.2}) is None

@@ -68,7 +68,11 @@ def test_dynamic_whose_attack_cannot_move_raises_stalled_convergence(tmp_path):
     assert "stalled_convergence" in alarm_events(tmp_path, "stuck")
 
 
-def test_healthy_runs_raise_nothing(tiny_runs):
-    for run in ("tiny-dynamic", "tiny-standard", "tiny-unsecured"):
-        assert alarms.check(tiny_runs / run) == [], run
-        assert alarm_events(tiny_runs, run) == {}, run
+def test_healthy_runs_raise_nothing(tiny_runs, tmp_path):
+    """The session's 2-epoch runs, and a 4-epoch Dynamic run with the quick preset's settings (its c_t
+    falls to 0; the threshold binds only in its last two epochs, as its attack takes more steps)."""
+    tiny_run(tmp_path, "dyn4", "dynamic", epochs=4)
+    for runs_dir, run in [(tiny_runs, r) for r in ("tiny-dynamic", "tiny-standard", "tiny-unsecured")] + [
+            (tmp_path, "dyn4")]:
+        assert alarms.check(runs_dir / run) == [], run
+        assert alarm_events(runs_dir, run) == {}, run

@@ -20,6 +20,7 @@ CONFIG = {"strategy": "strategy", "state": "state", "dataset": "dataset", "model
 PCT = "%.1f %%"
 COLUMNS = {
     "run": st.column_config.TextColumn("run", pinned=True),
+    "alarms": st.column_config.TextColumn("alarms", help="what store.alarms finds wrong (the Run page shows the evidence)"),
     "state": "state", "strategy": "strategy",
     "progress": st.column_config.TextColumn("epoch", help="epochs done / epochs"),
     "duration": st.column_config.TextColumn("duration", help="wall clock from the run's creation to its last "
@@ -83,6 +84,7 @@ def runs_table():
         ui.empty_state(RD)
     if not df.empty:
         shown, group = ui.filter_and_group(df, CONFIG, "runs")
+        shown = shown.assign(alarms=queries.alarm_icons(RD, shown["run"].tolist()))  # store.alarms
         if group:
             group_summary(shown, group)
         st.caption(f"{len(shown)} of {len(df)} runs. Held-out numbers: the run's own held-out split after each "
