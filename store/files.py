@@ -13,6 +13,7 @@ that rank's chunks, so a reader never counts a row twice. Temp files start with 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -130,8 +131,6 @@ def folder_signature(runs_dir: Path) -> str:
     """A short digest that changes whenever a file is added, renamed into place or removed anywhere
     in the runs folder's run and table folders (the writer only ever renames whole files in, which
     updates the folder's mtime), or a run's JSON file changes: a cache key for query results."""
-    import hashlib
-
     h = hashlib.blake2b(digest_size=16)
 
     def add(path: Path) -> None:
