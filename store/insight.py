@@ -253,22 +253,26 @@ def stats_sql(scan: str, has_p: bool = True) -> str:
         FROM seq GROUP BY idx"""
 
 
-def _cum_sql(b: Path, a_forgets: Path, a_sums: Path | None) -> str:
-    """STAT_COLUMNS from prefix aggregates: cum[b] minus cum[a-1] (sums) and cum[a] (forgets)."""
-    none = f"(SELECT * FROM read_parquet({_lst([b])}) WHERE false)"
-    s = f"read_parquet({_lst([a_sums])})" if a_sums else none
-    f = f"read_parquet({_lst([a_forgets])})"
-    d = {c: f"(b.{c} - coalesce(s.{c}, 0))" for c in _SUMS}
+def _cum_sql(b: Path, a_forgets: Path | None, a_sums: Path | None) -> str:
+    """STAT_COLUMNS from prefix aggregates: cum[b] minus cum[a-1] (sums) and cum[a] (forgets). From the
+    first logged epoch on, both are absent (nothing before it; no event at it): one file, no join."""
+    joins, d = [], {c: f"b.{c}" for c in _SUMS}
+    if a_sums is not None:
+        joins.append(f"LEFT JOIN read_parquet({_lst([a_sums])}) s USING (idx)")
+        d = {c: f"(b.{c} - coalesce(s.{c}, 0))" for c in _SUMS}
+    forgets = "b.forgets"
+    if a_forgets is not None:
+        joins.append(f"LEFT JOIN (SELECT idx, forgets FROM read_parquet({_lst([a_forgets])})) f USING (idx)")
+        forgets = "(b.forgets - coalesce(f.forgets, 0))"
     conf = f"{d['sum_p']} / nullif({d['n_p']}, 0)"
     # greatest() skips NULLs: without p_true the variability must stay NULL, not become 0
     var = f"CASE WHEN {d['n_p']} > 0 THEN sqrt(greatest({d['sumsq_p']} / {d['n_p']} - ({conf}) ^ 2, 0)) END"
     return f"""
         SELECT b.idx, {d['n']}::BIGINT AS epochs, {conf} AS confidence, {var} AS variability,
                {d['n_correct']} / {d['n']} AS correctness, {d['n_correct']}::BIGINT AS n_correct,
-               (b.forgets - coalesce(f.forgets, 0))::BIGINT AS forgets,
-               {d['sum_loss']} / nullif({d['n_loss']}, 0) AS loss_mean,
+               {forgets}::BIGINT AS forgets, {d['sum_loss']} / nullif({d['n_loss']}, 0) AS loss_mean,
                {d['sum_fosc']} / nullif({d['n_fosc']}, 0) AS fosc_mean, {d['sum_steps']} / {d['n']} AS steps_mean
-        FROM read_parquet({_lst([b])}) b LEFT JOIN {s} s USING (idx) LEFT JOIN {f} f USING (idx)
+        FROM read_parquet({_lst([b])}) b {' '.join(joins)}
         WHERE {d['n']} > 0"""
 
 
@@ -304,7 +308,7 @@ def stats_relation(run_dir: str | Path, lo: int | None = None, hi: int | None = 
     before = [e for e in have if a is not None and e < a]
     if use_aggregates and chosen and _chain_fresh(run_dir, [e for e in have if e <= b], [b, a, *before[-1:]]):
         # sums: cum[b] - cum[a-1]; forgets: events at epochs in (a, b], so cum[b] - cum[a]
-        return _cum_sql(cum_path(run_dir, b), cum_path(run_dir, a),
+        return _cum_sql(cum_path(run_dir, b), cum_path(run_dir, a) if before else None,
                         cum_path(run_dir, before[-1]) if before else None), "aggregates"
     scan, has_p = _raw_scan(run_dir, chosen)
     return stats_sql(scan, has_p), "rows"
