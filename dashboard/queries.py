@@ -33,7 +33,8 @@ FOSC_BINS = 20         # Fig. 1a of the paper
 SQL_TIMEOUT_S = 30.0   # the SQL page: a user query running longer is interrupted
 SQL_ROWS = 100_000     # the SQL page: rows fetched at most (the rest is never computed); aggregate for more
 
-ATTACKS = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf"}
+# Attack keys -> table headers, in table order: from the one registry (store.evals), never a copy.
+ATTACKS = {key: a.header for key, a in store_evals.ATTACKS.items()}
 SETTINGS = ("white-box", "black-box")
 
 _QUERIES: dict[str, Callable] = {}
@@ -120,8 +121,9 @@ def runs_overview(con) -> pd.DataFrame:
     def build():
         return f"""
             WITH ev AS (
-                SELECT run, attack, arg_max(accuracy, created_at) AS acc FROM {scan(con, 'evals', names)}
-                WHERE checkpoint = 'last' AND setting = 'white-box' GROUP BY run, attack),
+                SELECT run, {store_evals.key_sql()} AS attack, arg_max(accuracy, created_at) AS acc
+                FROM {scan(con, 'evals', names)}
+                WHERE checkpoint = 'last' AND setting = 'white-box' GROUP BY ALL),
             evp AS (
                 SELECT run, max(acc) FILTER (attack = 'clean') AS clean,
                        coalesce(max(acc) FILTER (attack = 'pgd20'), max(acc) FILTER (attack = 'pgd10')) AS robust
@@ -261,13 +263,14 @@ def trajectories(con, run: str, epoch: int, n_examples: int = 12) -> pd.DataFram
 def robustness(con, runs: tuple[str, ...] | None, checkpoint: str = "last") -> pd.DataFrame:
     """The paper's Tables 1 and 2: accuracy (%) per run under each attack, white-box then black-box.
 
-    One row per run; columns ``white-box Clean`` .. ``white-box CW-inf``, ``black-box FGSM`` ..
-    ``black-box CW-inf`` (only columns with at least one value). Latest evaluation wins.
+    One row per run; columns ``<setting> <header>`` (headers from store.evals, e.g. ``white-box Clean``,
+    ``white-box PGD-20 (eps/4)``), white-box then black-box in the registry's order (only columns with
+    at least one value). Latest evaluation wins.
     """
     recs = run_records(con.runs_dir)
     names = tuple(runs) if runs else tuple(recs["run"])
     long = run_sql(con, lambda: (f"""
-        SELECT run, setting, attack, arg_max(accuracy, created_at) * 100 AS acc
+        SELECT run, setting, {store_evals.key_sql()} AS attack, arg_max(accuracy, created_at) * 100 AS acc
         FROM {scan(con, 'evals', names)} WHERE checkpoint = ? GROUP BY ALL""", [checkpoint]))
     long = long.merge(recs[["run", "strategy", "dataset"]], on="run", how="left").fillna({"strategy": "", "dataset": ""})
     cols = [f"{s} {label}" for s in SETTINGS for a, label in ATTACKS.items()

@@ -263,7 +263,7 @@ def test_a_partial_evaluation_and_a_live_epoch_are_marked(tiny_runs, tmp_path, m
     assert "Accuracy and loss by FOSC (epoch 1: live, partial)" in figs
     at = app(runs_dir, monkeypatch, "compare", cmp_runs=["tiny-dynamic", "tiny-standard"])
     table = frame_with(at, "evaluation").set_index("run")
-    assert table.at["tiny-dynamic", "evaluation"] == "partial: no PGD-20, CW-inf"
+    assert table.at["tiny-dynamic", "evaluation"] == "partial: no PGD-20 (eps/4), CW-inf-30 (eps/4)"
     assert table.at["tiny-standard", "evaluation"] == "complete"
 
 

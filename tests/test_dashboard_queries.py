@@ -12,6 +12,7 @@ import pytest
 
 import store
 from dashboard import charts, queries
+from store import evals as store_evals
 from store import files
 from store.schedule import c_t
 from store.writer import write_event, write_parquet_atomic
@@ -29,6 +30,7 @@ def test_runs_overview_lists_every_run_with_latest_test_accuracies(con):
     assert sorted(df.index) == ["tiny-dynamic", "tiny-standard", "tiny-unsecured"]
     assert set(df["state"]) == {"finished"} and set(df["epochs_done"]) == {2}
     ev = con.query_df("SELECT run, attack, accuracy FROM evals WHERE checkpoint = 'last' AND setting = 'white-box'")
+    ev["attack"] = ev["attack"].map(store_evals.key_of)
     for run, row in df.iterrows():
         mine = ev[ev["run"] == run].set_index("attack")["accuracy"]
         assert row["clean_acc"] == pytest.approx(mine["clean"])
@@ -95,12 +97,11 @@ def test_steps_hist_trajectories_epochs_and_events(con):
 def test_robustness_table_equals_the_evals_rows(con):
     table = queries.robustness(con, ("tiny-standard", "tiny-dynamic"), "last")
     assert table["run"].tolist() == ["tiny-standard", "tiny-dynamic"]
-    assert list(table.columns[3:]) == ["white-box Clean", "white-box FGSM", "white-box PGD-10", "white-box PGD-20",
-                                       "white-box CW-inf"]
+    assert list(table.columns[3:]) == ["white-box Clean", "white-box FGSM (eps)", "white-box PGD-10 (eps/4)",
+                                       "white-box PGD-20 (eps/4)", "white-box CW-inf-30 (eps/4)"]
     ev = con.query_df("SELECT run, attack, accuracy FROM evals WHERE checkpoint = 'last' AND setting = 'white-box'")
-    names = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "cw": "CW-inf"}
     for _, row in ev[ev["run"].isin(table["run"])].iterrows():
-        got = table.loc[table["run"] == row["run"], f"white-box {names[row['attack']]}"].item()
+        got = table.loc[table["run"] == row["run"], f"white-box {store_evals.header(row['attack'])}"].item()
         assert got == pytest.approx(100 * row["accuracy"])
 
 
