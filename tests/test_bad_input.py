@@ -173,6 +173,12 @@ def _reshaped(ck: Path) -> None:
     torch.save(state, ck)
 
 
+def _optimizer_groups(ck: Path) -> None:
+    state = torch.load(ck, weights_only=True)
+    state["optimizer"]["param_groups"] = []
+    torch.save(state, ck)
+
+
 def _epoch_text(ck: Path) -> None:
     torch.save({**torch.load(ck, weights_only=True), "epoch": "two"}, ck)
 
@@ -190,6 +196,8 @@ CHECKPOINTS = {
                                            "refused without running it"),
     "checkpoint-wrong-shape": (_reshaped, "does not fit run 'tiny-dynamic': Error(s) in loading state_dict"),
     "checkpoint-epoch-text": (_epoch_text, "is damaged: epoch is str, not int"),
+    "checkpoint-optimizer-damaged": (_optimizer_groups, "does not fit run 'tiny-dynamic': loaded state dict has a "
+                                                        "different number of parameter groups"),
 }
 
 

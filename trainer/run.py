@@ -197,7 +197,9 @@ def _check_checkpoint(rd: Path, cfg: RunConfig) -> int:
 
     path = checkpoint.path(rd)
     try:
-        _, ck_cfg, epoch = evaluate.load_checkpoint(rd, "last", torch.device("cpu"))
+        model, ck_cfg, epoch = evaluate.load_checkpoint(rd, "last", torch.device("cpu"))
+        # the optimizer's state too (momentum buffers per parameter), as the loop will load it
+        torch.optim.SGD(model.parameters(), lr=cfg.lr).load_state_dict(checkpoint.load(path)["optimizer"])
     except checkpoint.CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # RuntimeError: tensors of the wrong shape
