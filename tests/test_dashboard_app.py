@@ -151,7 +151,7 @@ def test_compare_page_robustness_table_equals_the_evals_rows(tiny_runs, monkeypa
         assert sorted(table.loc[run, attacks]) == pytest.approx(sorted(100 * g["accuracy"]))
     assert at.get("download_button")  # the CSV export
     at.radio(key="cmp_checkpoint").set_value("best").run()
-    assert not at.exception and frame_with(at, "evaluation").shape == (2, 8)
+    assert not at.exception and frame_with(at, "evaluation").shape == (2, 9)
 
 
 def test_sql_page_runs_read_only_queries_and_refuses_writes(tiny_runs, monkeypatch):
