@@ -28,6 +28,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import store  # noqa: E402
+from store import evals as store_evals  # noqa: E402
 from store import files  # noqa: E402
 from store import runs as store_runs  # noqa: E402
 from store.schema import TABLES  # noqa: E402
@@ -48,6 +49,8 @@ def _examples(rng: np.random.Generator, run: str, epoch: int, n: int, n_epochs: 
         "fosc": fosc, "loss": (fosc * 3 + rng.normal(0, 0.1, n)).astype(np.float32),
         "steps": np.clip(np.round(fosc * 20), 1, K).astype(np.int16),
         "correct": rng.random(n) > fosc, "c_t": np.full(n, 0.5 * max(1 - epoch / 100, 0), np.float32),
+        "fosc_box": (fosc * 0.9).astype(np.float32), "grad_l1": rng.gamma(2.0, 1.0, n).astype(np.float32),
+        "p_true": rng.random(n).astype(np.float32),
     }
     return pa.Table.from_pydict(cols, schema=TABLES["examples"])
 
@@ -58,7 +61,8 @@ def _steps(rng: np.random.Generator, run: str, n_examples: int) -> pa.Table:
     fosc = (0.5 * np.exp(-step / 3.0) + rng.random(len(idx)) * 0.02).astype(np.float32)
     cols = {"run": pa.array(np.full(len(idx), run)), "rank": np.zeros(len(idx), np.int16),
             "batch": np.zeros(len(idx), np.int32), "idx": idx, "step": step, "fosc": fosc,
-            "loss": (2.5 - fosc).astype(np.float32), "active": np.ones(len(idx), bool)}
+            "loss": (2.5 - fosc).astype(np.float32), "active": np.ones(len(idx), bool),
+            "fosc_box": (fosc * 0.9).astype(np.float32), "grad_l1": np.ones(len(idx), np.float32)}
     return pa.Table.from_pydict(cols, schema=TABLES["steps"])
 
 
@@ -74,7 +78,8 @@ def _epoch_row(run: str, epoch: int, ex: pa.Table) -> pa.Table:
 
 
 def _evals(run: str) -> pa.Table:
-    rows = [{"run": run, "checkpoint": c, "setting": "white-box", "attack": a, "surrogate": "", "eps": 8 / 255,
+    rows = [{"run": run, "checkpoint": c, "setting": "white-box", "attack": store_evals.ATTACKS[a].value,
+             "surrogate": "", "eps": 8 / 255,
              "steps": s, "accuracy": acc, "n": 10000, "created_at": pd.Timestamp.now(tz="UTC")}
             for c in ("last", "best") for a, s, acc in
             (("clean", 0, 0.8), ("fgsm", 1, 0.5), ("pgd10", 10, 0.45), ("pgd20", 20, 0.44), ("cw", 30, 0.43))]
