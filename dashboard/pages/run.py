@@ -99,7 +99,7 @@ def density(slot, epochs: list[int], live: list[int]) -> None:
     slot.plotly_chart(fig, key="run_density", width="stretch")
 
 
-def schedule_and_steps(a, b, ep, steps) -> None:
+def schedule_and_steps(a, b, ep, steps, total: int) -> None:
     if ep["c_t"].notna().any():
         a.plotly_chart(charts.schedule(ep, total, f"schedule-{run}"), key="run_schedule", width="stretch")
     else:
@@ -160,6 +160,7 @@ def live() -> None:
         st.warning(f"run {run} is gone from {RD}")
         return
     r = ov.loc[run]
+    total = int(r["epochs"]) if r["epochs"] == r["epochs"] else 1  # now: a resume may have added epochs
     have = queries.load(RD, queries.example_epochs, run)["epoch"].tolist()
     ep = queries.load(RD, queries.epochs, (run,))
     heads = queries.load(RD, queries.headline).set_index("run")
@@ -191,7 +192,7 @@ def live() -> None:
         slots[3].caption("Per-epoch summaries appear when the first epoch ends.")
     else:
         a, b = slots[3].columns(2)
-        schedule_and_steps(a, b, ep, queries.load(RD, queries.steps_hist, run))
+        schedule_and_steps(a, b, ep, queries.load(RD, queries.steps_hist, run), total)
         a, b = slots[4].columns([2, 1])
         a.plotly_chart(charts.loss_accuracy(ep, f"lossacc-{run}", adversarial=ADVERSARIAL), key="run_lossacc",
                        width="stretch")
