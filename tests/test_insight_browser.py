@@ -79,8 +79,12 @@ def test_from_a_bin_to_its_examples_and_from_an_image_to_its_history(app):
             _settle(page)
             assert "in the clicked data-map bin" in main.inner_text()
             n_bin = int(re.search(r"\((\d+) examples\)", main.inner_text()).group(1))
-            shown = page.locator('[data-testid="stImage"]').count()
-            assert shown == min(n_bin, 16)
+            want = min(n_bin, 16)
+            for _ in range(50):  # the previous grid's images leave the page a moment after the new text lands
+                if page.locator('[data-testid="stImage"]').count() == want:
+                    break
+                page.wait_for_timeout(200)
+            assert page.locator('[data-testid="stImage"]').count() == want
 
             # an image -> its history
             first = page.get_by_role("button", name=re.compile(r"^history of #\d+$")).first

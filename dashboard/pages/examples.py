@@ -89,7 +89,10 @@ def _selected(key: str):
     sel = st.session_state.get(key)
     points = (sel or {}).get("selection", {}).get("points", []) if isinstance(sel, dict) else \
         (getattr(getattr(sel, "selection", None), "points", None) or [])
-    return points[0].get("customdata") if points else None
+    data = points[0].get("customdata") if points else None
+    if isinstance(data, dict):  # the browser sends an array's items keyed "0", "1", ...
+        data = [data[k] for k in sorted(data, key=int)]
+    return data
 
 
 def _charts() -> None:
