@@ -119,10 +119,6 @@ def table_schema(name: str) -> pa.Schema:
     return schema
 
 
-def empty_table(name: str) -> pa.Table:
-    return TABLES[name].empty_table()
-
-
 # How DuckDB types each Arrow type of these schemas when it reads the Parquet files.
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR", pa.bool_(): "BOOLEAN", pa.int16(): "SMALLINT", pa.int32(): "INTEGER",
@@ -132,4 +128,6 @@ _DUCKDB_TYPES = {
 
 
 def duckdb_type(t: pa.DataType) -> str:
+    if pa.types.is_list(t):  # e.g. the runs view's tags
+        return duckdb_type(t.value_type) + "[]"
     return _DUCKDB_TYPES[t]
