@@ -168,6 +168,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", n: int | None = None
             row = _row(which, setting, key, src_name, cfg.eps, out, subset, partial=False)
             write_eval(run_dir, row)
             rows.append(row)
+            finalize_flags(run_dir, [])  # after every attack: a later kill leaves no row unflagged
         if bar is not None:
             bar.close()
     return finalize_flags(run_dir, rows)
@@ -220,8 +221,8 @@ def finalize_flags(run_dir: Path, new_rows: list[dict]) -> list[dict]:
             flags = ",".join(sorted(set(ev.row_flags(_num(r.get("zero_grad")), _num(r.get("masked"))))
                                     | set(group.get(i, []))))
             if flags != (r.get("flags") or "") and r.get("subset") is not None:  # rows of this code only
-                write_eval(run_dir, {**r, "flags": flags,
-                                     "created_at": np.array([r["created_at"]], dtype="datetime64[us]")})
+                at = r["created_at"].replace(tzinfo=None)  # read back tz-aware (UTC); written naive UTC
+                write_eval(run_dir, {**r, "flags": flags, "created_at": np.array([at], dtype="datetime64[us]")})
             flags_of[(which, r["setting"], r["attack"], r["surrogate"] or "")] = flags
     return [dict(r, flags=flags_of.get((r["checkpoint"], r["setting"], r["attack"], r["surrogate"]), r["flags"]))
             for r in new_rows]
