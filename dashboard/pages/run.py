@@ -27,7 +27,7 @@ total = int(info["epochs"]) if info["epochs"] == info["epochs"] else 1
 strategy = str(info["strategy"] or "")
 ADVERSARIAL = strategy != "unsecured"  # an unsecured run trains on clean inputs: no attack, no PGD steps
 planned = list(range(total))  # stable options: a live run's new epochs do not reset the selection
-c = st.columns([1, 3, 2, 2])
+c = st.columns([1.5, 3, 2, 2])  # wide enough for "Follow latest" at 1280 px
 follow = c[0].toggle("Follow latest", value=True, key="run_follow",
                      help="Show up to 5 epochs spread over those logged so far, always including the newest")
 chosen = c[1].multiselect("Epochs", planned, default=planned[:1], key="run_epochs", disabled=follow)
@@ -47,7 +47,7 @@ def _pct(v) -> str:
 def headline(h, ep) -> None:
     """Is it getting robust: held-out PGD accuracy after each finished epoch (trend and change), the
     test-set evaluation when there is one; every number with its source."""
-    m = st.columns(5)
+    m = st.columns(4)  # four cards: their labels fit at 1280 px
     trend = list(h["heldout_trend"]) if h is not None and isinstance(h["heldout_trend"], list) else []
     if trend:
         e = int(h["heldout_epoch"])
@@ -66,10 +66,6 @@ def headline(h, ep) -> None:
                 help=h["test_source"] if has_test else "the end-of-run evaluation (python -m trainer.evaluate)")
     m[3].metric("test clean" + (" (partial)" if partial else ""), _pct(h["test_clean"]) if has_test else "-",
                 border=True, help=h["test_source"] if has_test else None)
-    last = ep.iloc[-1] if not ep.empty else None
-    m[4].metric(f"FOSC median, epoch {int(last['epoch'])}" if last is not None else "FOSC median",
-                "-" if last is None else f"{last['fosc_q50']:.4g}", border=True,
-                help="the last finished epoch's median FOSC (0: the attack reached a stationary point)")
     parts = [s for s in (h["heldout_source"] if h is not None else "", h["test_source"] if has_test else "") if s]
     st.caption(" | ".join(parts) if parts else "No finished epoch yet.")
 
@@ -77,8 +73,10 @@ def headline(h, ep) -> None:
 def tiles(ep) -> None:
     """What the schedule and optimiser did in the last finished epoch (only what the strategy has)."""
     last = ep.iloc[-1]
-    m = st.columns(4)
+    m = st.columns(5)
     e = int(last["epoch"])
+    m[4].metric(f"FOSC median, epoch {e}", f"{last['fosc_q50']:.4g}",
+                help="the last finished epoch's median FOSC (0: the attack reached a stationary point)")
     m[0].metric(f"c_t, epoch {e}", "-" if math.isnan(last["c_t"]) else f"{last['c_t']:.4g}",
                 help="Dynamic's FOSC target; other strategies have none")
     m[1].metric(f"mean PGD steps, epoch {e}", f"{last['steps_mean']:.2f}" if ADVERSARIAL else "-",
