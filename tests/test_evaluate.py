@@ -300,7 +300,7 @@ def test_flags_reach_the_evals_rows_and_the_printout(runs_copy, capsys, monkeypa
     con = store.open(runs_copy)
     row = con.query_df("SELECT flags, zero_grad FROM evals WHERE run = 'tiny-standard' AND checkpoint = 'last' "
                        "AND attack = 'clean'").iloc[0]
-    assert set(ev.split_flags(row["flags"])) == {ev.ZERO_GRAD, ev.FOSC_MASKED} and row["zero_grad"] > 0.5
+    assert set(ev.split_flags(row["flags"])) == {ev.ZERO_GRAD, ev.FOSC_MASKED} and row["zero_grad"] > ev.ZERO_GRAD_SHARE
 
 
 # ---- partial evaluations ------------------------------------------------------------------------
@@ -309,11 +309,11 @@ def test_a_killed_evaluation_leaves_a_partial_row_that_no_table_shows(runs_copy,
 
     real = evaluate.attack_batches
 
-    def killed_after_one_batch(*a, on_batch=None, **k):
+    def killed_after_one_batch(model, x, y, attack, eps, batch_size, source=None, on_batch=None):
         def once(o, n):
             on_batch(o, n)
             raise KeyboardInterrupt  # as a SIGINT/SIGKILL would, after the first batch was written
-        return real(*a, on_batch=once, **k)
+        return real(model, x, y, attack, eps, batch_size, source, once)
 
     monkeypatch.setattr(evaluate, "attack_batches", killed_after_one_batch)
     rd = runs_copy / "tiny-standard"
