@@ -161,3 +161,29 @@ def filter_and_group(df: pd.DataFrame, columns: dict[str, str], key: str) -> tup
         order = {v: i for i, v in enumerate(dict.fromkeys(df[group].astype(str)))}
         df = df.assign(_g=df[group].astype(str).map(order)).sort_values("_g", kind="stable").drop(columns="_g")
     return df, group
+
+
+def damaged_notice(runs_dir: Path, run: str | None = None) -> None:
+    """Name the files the store left out (damaged, foreign, linked out) — of one run, or of every run —
+    so a user sees why numbers may be missing; everything else on the page still works."""
+    from dashboard import queries
+
+    bad = queries.load(runs_dir, queries.damaged)
+    if run is not None:
+        bad = bad[bad["run"] == run]
+    if bad.empty:
+        return
+    lines = "\n".join(f"- `{r.file}`: {r.reason}" for r in bad.head(10).itertuples())
+    more = f"\n- ... and {len(bad) - 10} more (`python -m store.sql` lists them all)" if len(bad) > 10 else ""
+    where = f"run {run}" if run is not None else f"{bad['run'].nunique()} run(s): {', '.join(sorted(bad['run'].unique()))}"
+    st.warning(f"Left out of every table, {where} — these files could not be read as what they should be:\n"
+               f"{lines}{more}", icon="⚠️")
+
+
+def run_notices(runs_dir: Path, run: str) -> None:
+    """The Run page's banners: each alarm of store.alarms with its evidence, then damaged files."""
+    from dashboard import queries
+
+    for a in queries.load(runs_dir, queries.alarms, (run,)).itertuples():
+        st.warning(f"**{a.title}** (epoch {a.epoch}): {a.evidence}", icon="⚠️")
+    damaged_notice(runs_dir, run)

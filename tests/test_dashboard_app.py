@@ -367,3 +367,26 @@ def test_compare_says_when_runs_differ_and_averages_seeds(tiny_runs, tmp_path, m
                              "AND setting = 'white-box' AND attack = 'clean'")["accuracy"].iloc[0]
     assert avg["Clean"].iloc[0] == pytest.approx(100 * clean)  # the copy has the same rows: mean = value
     assert avg["Clean sd"].iloc[0] == pytest.approx(0.0)
+
+
+def test_a_damaged_file_is_named_on_its_run_and_on_the_runs_page(tiny_runs, tmp_path, monkeypatch):
+    """A truncated Parquet file of one run: the Runs page and that run's page name it; another run's page
+    does not, and both pages still render everything else."""
+    import shutil
+
+    rd = tmp_path / "runs"
+    shutil.copytree(tiny_runs, rd)
+    victim = sorted((rd / "tiny-dynamic" / "examples").rglob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    rel = str(victim.relative_to(rd))
+
+    def warnings(at):
+        return " ".join(w.value for w in at.warning)
+
+    at = app(rd, monkeypatch)
+    assert rel in warnings(at) and "tiny-dynamic" in warnings(at)
+    assert not at.exception and at.dataframe
+    at = app(rd, monkeypatch, "run", run="tiny-dynamic")
+    assert rel in warnings(at)
+    at = app(rd, monkeypatch, "run", run="tiny-standard")
+    assert rel not in warnings(at) and figures(at)

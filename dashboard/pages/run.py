@@ -22,7 +22,7 @@ view = top[2].radio("Density view", ["overlay", "ridgeline"], key="run_view", ho
 kind = top[3].radio("Estimate", ["kernel density", "fine histogram"], key="run_kind", horizontal=True)
 
 info = overview.set_index("run").loc[run]
-for _a in queries.load(RD, queries.alarms, (run,)).itertuples(): st.warning(f"**{_a.title}** (epoch {_a.epoch}): {_a.evidence}", icon="⚠️")  # noqa: E701,E501 (store.alarms)
+ui.run_notices(RD, run)  # alarms (store.alarms) and files the store left out
 total = int(info["epochs"]) if info["epochs"] == info["epochs"] else 1
 strategy = str(info["strategy"] or "")
 ADVERSARIAL = strategy != "unsecured"  # an unsecured run trains on clean inputs: no attack, no PGD steps

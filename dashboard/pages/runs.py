@@ -82,6 +82,7 @@ def runs_table():
     df = ui.runs_frame(RD)
     if df.empty and not pending:
         ui.empty_state(RD)
+    ui.damaged_notice(RD)
     if not df.empty:
         shown, group = ui.filter_and_group(df, CONFIG, "runs")
         shown = shown.assign(alarms=queries.alarm_icons(RD, shown["run"].tolist()))  # store.alarms
