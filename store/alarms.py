@@ -148,18 +148,10 @@ def evaluate(config: dict, epochs: list[dict], stats: dict, evals: list[dict] | 
 
 # ---- loading a run's figures (pyarrow only) ----------------------------------------------------------
 
-def _read(path: Path, columns: list[str] | None = None) -> list[dict]:
-    """Rows of one Parquet file (only the wanted columns it has); [] if it does not parse (untrusted)."""
-    try:
-        have = pq.read_schema(path).names
-        t = pq.read_table(path, columns=[c for c in columns if c in have] if columns else None)
-        return t.to_pylist()
-    except (OSError, pa.ArrowException):
-        return []
-
-
 def epochs_rows(run_dir: Path) -> list[dict]:
-    out = [r for _, p in files.summary_files(run_dir) for r in _read(p)]
+    from store import checked  # the views' rule: files linked out, foreign or damaged are left out
+
+    out, _ = checked.read_rows(run_dir, "epochs", [p for _, p in files.summary_files(run_dir)])
     return sorted(out, key=lambda r: r["epoch"])
 
 
@@ -205,8 +197,9 @@ def check(run_dir: str | Path) -> list[Alarm]:
     config = config if isinstance(config, dict) else {}
     ep = epochs_rows(run_dir)
     stats = epoch_stats(run_dir, int(ep[-1]["epoch"])) if ep else {"epoch": -1}
-    evals = [r for p in files.flat_files(run_dir / "evals")
-             for r in _read(p, ["checkpoint", "attack", "flags"])]
+    from store import checked
+
+    evals, _ = checked.read_rows(run_dir, "evals", columns=["checkpoint", "attack", "flags"])
     return evaluate(config, ep, stats, evals)
 
 
@@ -216,8 +209,10 @@ def record(run_dir: str | Path, run: str, epoch: int) -> list[Alarm]:
     from store.writer import write_event
 
     run_dir = Path(run_dir)
-    seen = {str(r.get("detail", "")).split(":", 1)[0] for p in files.flat_files(run_dir / "events")
-            for r in _read(p, ["kind", "detail"]) if r.get("kind") == EVENT}
+    from store import checked
+
+    events, _ = checked.read_rows(run_dir, "events", columns=["kind", "detail"])
+    seen = {str(r.get("detail", "")).split(":", 1)[0] for r in events if r.get("kind") == EVENT}
     new = [a for a in check(run_dir) if a.kind not in seen]
     for a in new:
         write_event(run_dir, run, EVENT, f"{a.kind}: {a.evidence}", epoch)

@@ -134,3 +134,25 @@ class FileCheck:
             known = self._verdicts.get(path)
             if known is not None:
                 self._probed.add((path, known[0]))
+
+
+def read_rows(run_dir: Path, table: str, paths: list[Path] | None = None,
+              columns: list[str] | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Rows of one run's ``table`` for Python readers (the trainer's reports, alarms, evaluate), by the
+    same rule as the views: a file linked out of the runs folder, foreign or damaged is left out and
+    returned in the second value (path -> reason), never read. ``paths``: those files only."""
+    from store import files  # files imports nothing of ours; kept local so this module stays a leaf
+
+    check = FileCheck(Path(run_dir).parent)
+    rows: list[dict] = []
+    for f in files.table_files(Path(run_dir), table) if paths is None else paths:
+        real, layout = check.check(table, Path(f))
+        if real is None:
+            continue
+        try:
+            t = pq.read_table(real, columns=[c for c in columns if c in layout] if columns else None)
+        except (OSError, pa.ArrowException, ValueError) as e:
+            check.mark_damaged(real, _footer_problem(e, os.stat(real).st_size))
+            continue
+        rows += t.to_pylist()
+    return rows, check.skipped()

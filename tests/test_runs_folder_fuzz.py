@@ -164,3 +164,46 @@ def test_every_dashboard_page_renders_with_one_damaged_file(base, tmp_path, monk
             counts = at.dataframe[0].value.set_index("run")["n"].to_dict()
             assert counts["tiny-standard"] == counts["tiny-unsecured"] == 768
     assert _fingerprint(outside) == before
+
+
+# The trainer's entry points read a run's config, status, checkpoint, control file and tables too.
+TRAINER_KINDS = ("config.json", "meta.json", "status.json", "control.json", "checkpoint", "epochs summary",
+                 "events", "evals", "examples compacted")
+
+
+def _trainer_cases() -> list[tuple[str, str]]:
+    """One seeded damage per kind (each entry point costs seconds per case, not milliseconds); the
+    checkpoint gets every damage, since both entry points load it."""
+    cases = [(k, random.Random(f"{SEED}-trainer-{k}").choice(DAMAGES)) for k in TRAINER_KINDS if k != "checkpoint"]
+    return cases + [("checkpoint", d) for d in DAMAGES]
+
+
+def _entry(name: str, argv: list[str], capsys) -> tuple[int, str]:
+    from trainer import evaluate, run
+
+    try:
+        rc = {"resume": run.main, "evaluate": evaluate.main}[name](argv)
+    except SystemExit as e:  # argparse-style one-line exits
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out + err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,how", _trainer_cases())
+def test_resume_and_evaluate_work_or_end_with_one_line(base, tmp_path, capsys, kind, how):
+    """`trainer.run --resume` and `trainer.evaluate` on a run with one damaged file: they work, or end
+    with exit 2 and a one-line error; no traceback, no outside file read into the output or changed,
+    and the other runs are untouched."""
+    root, outside, _ = damaged_copy(base, tmp_path, kind, how)
+    before, others = _fingerprint(outside), _fingerprint(root / "tiny-standard")
+    for name, argv in (("resume", ["--resume", RUN, "--runs-dir", str(root), "--quiet"]),
+                       ("evaluate", [RUN, "--runs-dir", str(root), "--n", "20", "--attacks", "clean",
+                                     "--checkpoint", "last", "--device", "cpu", "--quiet"])):
+        rc, text = _entry(name, argv, capsys)
+        assert rc in (0, 2), (name, kind, how, rc, text[-2000:])
+        assert "Traceback" not in text and SECRET not in text, (name, kind, how, text[-2000:])
+        if rc == 2:
+            errors = [line for line in text.splitlines() if line.startswith("error")]
+            assert len(errors) == 1 and len(errors[0]) < 600, (name, kind, how, text[-2000:])
+    assert _fingerprint(outside) == before and _fingerprint(root / "tiny-standard") == others

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from store import evals as ev
-from store import files, runs
+from store import runs
 from store.writer import to_arrow, write_parquet_atomic
 from trainer import checkpoint
 from trainer.attacks import FGSM, PGD, CWInf
@@ -243,12 +243,12 @@ def _bar(enabled: bool, total: int, desc: str):
 # ---- reading evals back (pyarrow only: the GPU machine has no DuckDB) --------------------------
 def read_evals(run_dir: Path) -> list[dict]:
     """Every evals row of one run, partial ones included (``store.evals.complete`` drops them)."""
-    import pyarrow.parquet as pq
+    from store import checked
 
-    out = []
-    for f in files.table_files(Path(run_dir), "evals"):
-        out += pq.read_table(f).to_pylist()
-    return out
+    rows, skipped = checked.read_rows(Path(run_dir), "evals")
+    for path, why in skipped.items():
+        print(f"warning: left out {path}: {why}", file=sys.stderr)
+    return rows
 
 
 def table_markdown(rows: list[dict], attacks=None, setting: str = "white-box", surrogate: str = "") -> str:

@@ -16,11 +16,9 @@ from trainer.tables import ORDER, PAPER, PAPER_OF, run_name
 
 
 def epoch_rows(rd: Path) -> list[dict]:
-    import pyarrow.parquet as pq
+    from store import checked
 
-    rows = []
-    for _, f in files.summary_files(rd):
-        rows += pq.read_table(f).to_pylist()
+    rows, _ = checked.read_rows(rd, "epochs", [f for _, f in files.summary_files(rd)])  # damaged: left out
     return sorted(rows, key=lambda r: r["epoch"])
 
 
