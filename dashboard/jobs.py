@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from store import control, runs, strategies
+from store import control, datasets, runs, strategies
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR, LOGS_DIR = ".jobs", ".logs"
@@ -35,7 +35,7 @@ JOBS_DIR, LOGS_DIR = ".jobs", ".logs"
 # these equal to the trainer's).
 STRATEGIES = strategies.NAMES  # the one registry (store/strategies.py), which the trainer reads too
 PRESETS = ("quick", "paper-mnist", "paper-cifar10", "trades-mnist")
-DATASETS = ("mnist-demo", "mnist", "cifar10")
+DATASETS = tuple(datasets.DATASETS)  # the one registry (store/datasets.py)
 MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
 DEVICES = ("auto", "cpu", "cuda")
 

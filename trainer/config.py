@@ -12,10 +12,11 @@ from typing import Any
 
 from store import control as bounds  # the one registry of numeric bounds
 from store import strategies as strategy_registry
+from store import datasets
 
 STRATEGIES = strategy_registry.NAMES  # the one registry of strategies (trainer/strategies.py has their classes)
 MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
-DATASETS = ("mnist-demo", "mnist", "cifar10")
+DATASETS = tuple(datasets.DATASETS)  # the one registry (store/datasets.py)
 NORMS = ("linf", "l2")
 FOSC_SETS = ("ball", "box")
 BN_MODES = ("eval", "train")

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from store import datasets
+
 DATA_ROOT_ENV = "FOSC_DATA_ROOT"
 DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -89,7 +91,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 def _npz_candidates(name: str, root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    files = {"mnist": ["mnist.npz"], "cifar10": ["cifar10.npz", "cifar10-jpeg.npz"]}[name]
+    files = datasets.DATASETS[name].npz  # the registry names the files
     return [root / f for f in files if (root / f).is_file()]
 
 

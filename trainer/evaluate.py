@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from store import evals as ev
-from store import runs
+from store import datasets, runs
 from store.writer import to_arrow, write_parquet_atomic
 from trainer import checkpoint
 from trainer.attacks import FGSM, PGD, CWInf
@@ -68,8 +68,8 @@ def load_checkpoint(run_dir: Path, which: str, device: torch.device) -> tuple[to
     """(model in eval mode, the run's config, the epoch the checkpoint ends)."""
     state = checkpoint.load(checkpoint.path(run_dir, which), map_location=device)
     cfg = RunConfig.from_dict(state["config"])
-    in_ch, size = (1, 28) if cfg.dataset.startswith("mnist") else (3, 32)
-    model = build_model(cfg.model, in_ch, 10, size).to(device)
+    shape = datasets.DATASETS[cfg.dataset]  # channels and size from the one registry
+    model = build_model(cfg.model, shape.channels, 10, shape.size).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), cfg, int(state["epoch"])
 
