@@ -29,7 +29,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import store  # noqa: E402
-from store import insight  # noqa: E402
+from store import files, insight  # noqa: E402
 from store import runs as store_runs  # noqa: E402
 from store.schema import TABLES  # noqa: E402
 from store.writer import write_parquet_atomic  # noqa: E402
@@ -68,7 +68,7 @@ def generate(root: Path, n_runs: int, n_epochs: int, n_rows: int, seed: int = 0,
         difficulty = rng.random(n_rows)
         for e in range(n_epochs):
             write_parquet_atomic(_epoch(rng, name, e, n_epochs, difficulty),
-                                 store_runs.epoch_dir(rd, "examples", e) / "compact-r0.parquet")
+                                 store_runs.epoch_dir(rd, "examples", e) / files.compact_name(0))
             if r < aggregated:
                 t0 = time.perf_counter()
                 insight.update(rd, e)
