@@ -3,9 +3,7 @@ and see its examples, click a Fig. 1a bin and see that bin's examples, click an 
 on its history."""
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +11,8 @@ import time
 import pytest
 
 from tests.conftest import tiny_run
-from tests.test_browser import ARTIFACTS, CHROMIUM, ROOT, _free_port, _healthy, _settle
+from tests.test_browser import (ARTIFACTS, CHROMIUM, ROOT, _free_port, _healthy, _settle, launch_chromium,
+                                stop_server)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUN = "ins-browser"
@@ -41,13 +40,7 @@ def app(tmp_path):
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        stop_server(proc, log)
 
 
 def _chart(page, title: str):
@@ -62,8 +55,7 @@ def test_from_a_bin_to_its_examples_and_from_an_image_to_its_history(app):
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 2400})
             page.on("pageerror", lambda e: errors.append(str(e)))
