@@ -136,6 +136,29 @@ class FileCheck:
                 self._probed.add((path, known[0]))
 
 
+class ListingRace(OSError):
+    """The runs folder kept changing under a listing: files listed were gone by their check each time."""
+
+
+def checked_listing(check: FileCheck, table: str, listing, tries: int = 5) -> list[tuple[str, frozenset[str]]]:
+    """(real path, columns) of the fit files ``listing()`` names. A listed file gone by its check was a
+    chunk compacted away; its rows are in the compacted file, renamed in before any chunk is deleted,
+    so list again. (Leaving it out instead drops a whole epoch's rows from the snapshot: a reader's
+    counts would shrink while the writer writes.)"""
+    for _ in range(tries):
+        out, gone = [], False
+        for f in listing():
+            real, layout = check.check(table, Path(f))
+            if real is not None:
+                out.append((real, layout))
+            elif not os.path.lexists(f):
+                gone = True
+                break
+        if not gone:
+            return out
+    raise ListingRace(f"{table}: files kept vanishing between listing and reading ({tries} listings)")
+
+
 def read_rows(run_dir: Path, table: str, paths: list[Path] | None = None,
               columns: list[str] | None = None) -> tuple[list[dict], dict[str, str]]:
     """Rows of one run's ``table`` for Python readers (the trainer's reports, alarms, evaluate), by the

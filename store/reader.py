@@ -201,15 +201,11 @@ class StoreConnection:
                 return []
         if table == files.SUMMARIES and epochs is not None:
             wanted = {int(e) for e in epochs}
-            found = [f for e, f in files.summary_files(rd) if e in wanted]
+            listing = lambda: [f for e, f in files.summary_files(rd) if e in wanted]  # noqa: E731
         else:
-            found = files.table_files(rd, table, None if epochs is None else [int(e) for e in epochs])
-        out = []
-        for f in found:
-            real, layout = self._files.check(table, f)
-            if real is not None:
-                out.append((real, layout))
-        return out
+            wanted = None if epochs is None else [int(e) for e in epochs]
+            listing = lambda: files.table_files(rd, table, wanted)  # noqa: E731
+        return checked.checked_listing(self._files, table, listing)
 
     def partitions(self, table: str, run: str) -> list[int]:
         """The epochs of one run's partitioned ``table`` that have a readable file (names and
@@ -244,12 +240,8 @@ class StoreConnection:
         for name in TABLES:
             found = []
             for rd in folders:
-                for f in files.table_files(rd, name):
-                    listed.add(str(f))
-                    real, have = self._files.check(name, f)
-                    if real is not None:
-                        listed.add(real)
-                        found.append((real, have))
+                found += checked.checked_listing(self._files, name, self._lister(rd, name, listed))
+            listed.update(real for real, _ in found)
             rels[name] = relation_sql(name, found)
         self._files.keep_only(listed)
         # A table, not a registered Arrow object: cursors (one per query) see the catalog only.
@@ -261,6 +253,16 @@ class StoreConnection:
         self.con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
         for name, rel in rels.items():
             self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {rel}")
+
+    @staticmethod
+    def _lister(rd: Path, table: str, listed: set[str]):
+        """A listing of one run's ``table`` that also notes every name it lists, fit or not (keep_only
+        forgets the verdicts on the others)."""
+        def listing():
+            names = files.table_files(rd, table)
+            listed.update(str(f) for f in names)
+            return names
+        return listing
 
     # ---- queries -----------------------------------------------------------------------------
     def query_df(self, sql: str | Callable[[], tuple[str, list]], params: list | None = None,

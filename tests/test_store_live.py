@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from store.writer import RunWriter
-from store_rows import BATCHES, ROWS, new_run, write_epoch
+from store_rows import BATCHES, ROWS, examples, new_run, write_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +78,38 @@ def test_reader_process_during_live_writes(tmp_path):
     # never meet is a partial file (DuckDB calls that InvalidInput: "too small", "no magic bytes").
     assert all(kind == "IOException" for kind, _ in result["raw_errors"]), result["raw_errors"]
     assert result["raw_reads"] > 0
+
+
+def test_a_listing_taken_before_compaction_is_taken_again(tmp_path, monkeypatch):
+    """The race behind a shrinking count, made deterministic: the reader lists an epoch's chunks, the
+    writer compacts them away, then the reader checks its (stale) names. It must list again and
+    read the compacted file, not silently leave the epoch out."""
+    import store
+    from store import files
+
+    runs_dir = tmp_path / "runs"
+    run_dir = runs_dir / "live"
+    new_run(run_dir)
+    writer = RunWriter(run_dir, "live", flush_rows=ROWS, flush_seconds=0.0)
+    for b in range(BATCHES):
+        writer.log("examples", 0, examples(0, b))
+    writer.flush()
+    stale = files.table_files(run_dir, "examples")
+    assert stale and all(files.chunk_seq(f) >= 0 for f in stale)  # chunks only, before compaction
+    writer.end_epoch(0)
+    writer.close()
+    assert not any(f.exists() for f in stale)  # compacted away
+
+    real_listing, calls = files.table_files, []
+
+    def listing(rd, table, epochs=None):
+        calls.append(table)
+        if table == "examples" and calls.count("examples") == 1:
+            return list(stale)
+        return real_listing(rd, table, epochs)
+
+    monkeypatch.setattr(files, "table_files", listing)
+    with store.open(runs_dir) as con:
+        n = con.query_df("SELECT count(*) AS n FROM examples").n.iloc[0]
+    assert n == BATCHES * ROWS  # the stale names alone gave 0 rows: the epoch had dropped out
+    assert calls.count("examples") >= 2
