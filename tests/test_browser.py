@@ -127,7 +127,9 @@ def test_launch_from_the_form_then_watch_its_fosc_chart(dashboard):
             assert str(runs_dir) in page.inner_text('[data-testid="stSidebar"]')  # the --runs-dir flag won
 
             page.get_by_label("Name").fill(RUN)
-            page.get_by_label("epochs").fill("2")
+            # Enough epochs that it is surely still training when Stop is tried (a fast machine ran
+            # 2 epochs of 256 digits before the button was reached); the test stops it at the end.
+            page.get_by_label("epochs").fill("200")
             page.get_by_text("Size (for a quick try)").click()
             for label, value in (("n-train", "256"), ("held-out", "64"), ("eval-n", "64")):
                 page.get_by_label(label, exact=True).fill(value)
@@ -147,7 +149,7 @@ def test_launch_from_the_form_then_watch_its_fosc_chart(dashboard):
             _settle(page)
             assert f"started {RUN}" in _main(page), _main(page)
 
-            # Stop asks first, and Cancel leaves the run alone (it is still training: 2 epochs).
+            # Stop asks first, and Cancel leaves the run alone (it is still training: 200 epochs).
             page.get_by_role("button", name="Stop this run...").click()
             _settle(page)
             assert f"Stop {RUN}?" in _main(page)
@@ -166,6 +168,17 @@ def test_launch_from_the_form_then_watch_its_fosc_chart(dashboard):
             _settle(page)
             page.screenshot(path=str(ARTIFACTS / "dashboard-run-page.png"))
             assert not page.locator('[data-testid="stException"]').count()
+
+            # Back on Runs, Stop for real: the trainer ends its batch, saves and is marked stopped.
+            page.set_viewport_size({"width": 1400, "height": 1000})
+            _nav(page, "Runs")
+            page.get_by_role("button", name="Stop this run...").click()
+            _settle(page)
+            page.get_by_role("button", name="Yes, stop it").click()
+            _settle(page)
+            assert f"{RUN} stopped" in _main(page), _main(page)
+            from store import runs as store_runs
+            assert store_runs.read_status(runs_dir / RUN)["state"] == "stopped"
         finally:
             browser.close()
     assert not errors, errors
