@@ -26,18 +26,17 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from store import control, datasets, runs, strategies
+from store import choices, control, datasets, runs, strategies
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOBS_DIR, LOGS_DIR = ".jobs", ".logs"
 
-# The trainer's choices (trainer.config; the dashboard may not import the trainer, and a test keeps
-# these equal to the trainer's).
-STRATEGIES = strategies.NAMES  # the one registry (store/strategies.py), which the trainer reads too
-PRESETS = ("quick", "paper-mnist", "paper-cifar10", "trades-mnist")
-DATASETS = tuple(datasets.DATASETS)  # the one registry (store/datasets.py)
-MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
-DEVICES = ("auto", "cpu", "cuda")
+# The trainer's choices, from the store's registries (the dashboard may not import the trainer).
+STRATEGIES = strategies.NAMES
+PRESETS = tuple(choices.PRESETS)
+DATASETS = tuple(datasets.DATASETS)
+MODELS = tuple(choices.MODELS)
+DEVICES = choices.DEVICES
 
 _SAFE_PATH = re.compile(r"^[\w./~+@:, -]+$")  # no quotes, $, ;, |, &, <, >, backticks or newlines
 

@@ -84,7 +84,6 @@ def run_sql(con: StoreConnection, build: Callable[[], tuple[str, list]]) -> pd.D
     return con.query_df(build)
 
 
-_scan, _df = scan, run_sql  # the names the first page queries were written with
 
 
 @query
@@ -342,11 +341,11 @@ def _eval_summary(con, names: tuple[str, ...]) -> pd.DataFrame:
     clean and robust accuracy with the attack, budget and example count they come from, and whether
     the evaluation is partial (a row still marked partial, a row missing, or rows of different sizes:
     an evaluation killed half-way)."""
-    ev = _df(con, lambda: (f"""
+    ev = run_sql(con, lambda: (f"""
         SELECT run, {store_evals.key_sql()} AS key, arg_max(accuracy, created_at) AS acc,
                arg_max(n, created_at) AS n, arg_max(eps, created_at) AS eps,
                coalesce(arg_max(partial, created_at), false) AS partial
-        FROM {_scan(con, 'evals', names)} WHERE checkpoint = 'last' AND setting = 'white-box'
+        FROM {scan(con, 'evals', names)} WHERE checkpoint = 'last' AND setting = 'white-box'
         GROUP BY ALL""", []))
     out = []
     for run, g in ev.groupby("run", sort=False):
@@ -434,7 +433,7 @@ def datamap(con, run: str, lo: int | None = None, hi: int | None = None) -> pd.D
     from store import insight
 
     stats, source = _insight(con, run, lo, hi)
-    df = _df(con, lambda: (insight.datamap_sql(stats), []))
+    df = run_sql(con, lambda: (insight.datamap_sql(stats), []))
     df["conf_lo"], df["var_lo"] = df["conf_bin"] / insight.CONF_BINS, df["var_bin"] / (2 * insight.VAR_BINS)
     df["conf_hi"] = df["conf_lo"] + 1 / insight.CONF_BINS
     df["var_hi"] = df["var_lo"] + 1 / (2 * insight.VAR_BINS)
@@ -447,7 +446,7 @@ def forgetting(con, run: str, lo: int | None = None, hi: int | None = None) -> p
     from store import insight
 
     stats, source = _insight(con, run, lo, hi)
-    return _df(con, lambda: (insight.forgetting_sql(stats), [])).assign(source=source)
+    return run_sql(con, lambda: (insight.forgetting_sql(stats), [])).assign(source=source)
 
 
 @query
@@ -456,7 +455,7 @@ def insight_summary(con, run: str, lo: int | None = None, hi: int | None = None)
     from store import insight
 
     stats, source = _insight(con, run, lo, hi)
-    return _df(con, lambda: (insight.summary_sql(stats), [])).assign(source=source)
+    return run_sql(con, lambda: (insight.summary_sql(stats), [])).assign(source=source)
 
 
 @query
@@ -465,7 +464,7 @@ def forgetting_per_epoch(con, run: str) -> pd.DataFrame:
     from store import insight
 
     sql, source = insight.per_epoch_sql(store_runs.run_dir(con.runs_dir, run))
-    return _df(con, lambda: (sql, [])).assign(source=source)
+    return run_sql(con, lambda: (sql, [])).assign(source=source)
 
 
 @query
@@ -477,14 +476,14 @@ def pick_examples(con, run: str, ranking: str, lo: int | None = None, hi: int | 
 
     stats, _ = _insight(con, run, lo, hi)
     sql, params = insight.pick_sql(stats, ranking, region, conf_bin, var_bin)
-    return _df(con, lambda: (sql + " LIMIT ?", [*params, int(limit)]))
+    return run_sql(con, lambda: (sql + " LIMIT ?", [*params, int(limit)]))
 
 
 @query
 def fosc_bin_examples(con, run: str, epoch: int, fosc_lo: float, fosc_hi: float, limit: int = 24) -> pd.DataFrame:
     """Examples of one epoch whose FOSC lies in [fosc_lo, fosc_hi] (a Fig. 1a bin), highest loss first."""
-    return _df(con, lambda: (f"""
-        SELECT idx, fosc, loss, steps, correct FROM {_scan(con, 'examples', (run,), (int(epoch),))}
+    return run_sql(con, lambda: (f"""
+        SELECT idx, fosc, loss, steps, correct FROM {scan(con, 'examples', (run,), (int(epoch),))}
         WHERE fosc >= ? AND fosc <= ? ORDER BY loss DESC, idx LIMIT ?""",
                              [float(fosc_lo), float(fosc_hi), int(limit)]))
 
@@ -493,17 +492,17 @@ def fosc_bin_examples(con, run: str, epoch: int, fosc_lo: float, fosc_hi: float,
 def example_history(con, run: str, idx: int) -> pd.DataFrame:
     """One example across every epoch of a run: epoch, fosc, loss, steps, correct, p_true, c_t."""
     def build():
-        src = _scan(con, "examples", (run,))
+        src = scan(con, "examples", (run,))
         return (f"SELECT epoch, avg(fosc) AS fosc, avg(loss) AS loss, avg(steps) AS steps, "
                 f"bool_or(correct) AS correct, avg(p_true) AS p_true, avg(c_t) AS c_t FROM {src} "
                 "WHERE idx = ? GROUP BY epoch ORDER BY epoch", [int(idx)])
-    return _df(con, build)
+    return run_sql(con, build)
 
 
 @query
 def example_steps(con, run: str, idx: int) -> pd.DataFrame:
     """The per-step trajectory of one example in every epoch it was sampled (--trajectory-examples)."""
-    return _df(con, lambda: (f"SELECT epoch, step, fosc, loss, active FROM {_scan(con, 'steps', (run,))} "
+    return run_sql(con, lambda: (f"SELECT epoch, step, fosc, loss, active FROM {scan(con, 'steps', (run,))} "
                              "WHERE idx = ? ORDER BY epoch, step", [int(idx)]))
 
 

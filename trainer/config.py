@@ -10,18 +10,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from store import choices
 from store import control as bounds  # the one registry of numeric bounds
 from store import strategies as strategy_registry
 from store import datasets
 
 STRATEGIES = strategy_registry.NAMES  # the one registry of strategies (trainer/strategies.py has their classes)
-MODELS = ("cnn4", "cnn8", "wrn34_10", "preact_resnet18")
+MODELS = tuple(choices.MODELS)  # the one registry of models, presets and devices (store/choices.py)
 DATASETS = tuple(datasets.DATASETS)  # the one registry (store/datasets.py)
 NORMS = ("linf", "l2")
 FOSC_SETS = ("ball", "box")
 BN_MODES = ("eval", "train")
 COMPACT = ("auto", "always", "never")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = choices.DEVICES
 CURRICULUM_MODES = ("plateau", "fixed")
 C_MAX_AUTO_AT = ("warmup", "start")
 
@@ -269,6 +270,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   lr=0.01, c_max=0.5, t_prime=4.0, fgsm_epochs=1, fat_tau_epochs=(2, 4), heldout=500,
                   eval_n=500, trajectory_examples=32),
 }
+
+assert set(PRESETS) == set(choices.PRESETS), "store/choices.py names every preset defined here"
 
 
 def from_preset(name: str | None, **overrides: Any) -> RunConfig:

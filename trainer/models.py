@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from store import choices
+
 
 def _conv_bn(cin: int, cout: int, k: int = 3, padding: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, k, padding=padding), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -119,6 +121,7 @@ MODELS = {
     "wrn34_10": lambda **kw: WideResNet(34, 10, **kw),
     "preact_resnet18": PreActResNet18,
 }
+assert tuple(MODELS) == tuple(choices.MODELS), "store/choices.py names every model built here"
 
 
 def build_model(name: str, in_channels: int, num_classes: int = 10, image_size: int = 28) -> nn.Module:
