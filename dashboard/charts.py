@@ -242,6 +242,15 @@ def trajectories(traj: pd.DataFrame, uirevision: str, title: str = "Trajectories
     return _layout(fig, title, uirevision, legend=dict(title="example (index)", font=dict(size=10)))
 
 
+def nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k that is >= ``raw`` (> 0): a tick step people read at a glance."""
+    exp = np.floor(np.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * 10 ** exp >= raw * (1 - 1e-9):
+            return float(m * 10 ** exp)
+    return float(10 ** (exp + 1))
+
+
 def fosc_bins(bins: pd.DataFrame, uirevision: str, epoch: int | None = None, adversarial: bool = True,
               partial: bool = False) -> go.Figure:
     """The paper's Fig. 1a: adversarial accuracy (bars) and mean loss (line) in equal FOSC bins.
@@ -254,9 +263,12 @@ def fosc_bins(bins: pd.DataFrame, uirevision: str, epoch: int | None = None, adv
     fig.add_trace(go.Scatter(x=bins["fosc_mid"], y=bins["loss_mean"], mode="lines+markers", name="mean loss",
                              line=dict(color="#d62728")), secondary_y=True)
     fig.update_yaxes(title_text=acc, range=[0, 1.02], tickformat=".0%", secondary_y=False)
-    # A loss is >= 0: start the axis at 0 with a few round ticks (autorange put odd negative ones).
-    fig.update_yaxes(title_text="loss", rangemode="tozero", nticks=6, tickformat=".3~g", showgrid=False,
-                     secondary_y=True)
+    # A loss is >= 0: the axis starts at 0 with ticks at round multiples of one step from 0 (Plotly's
+    # own tick placement on this second axis drew a "-4e-16" tick: floating error around 0).
+    top = float(np.nanmax(bins["loss_mean"])) if len(bins) and bins["loss_mean"].notna().any() else 1.0
+    step = nice_step(max(top, 1e-6) / 5)
+    fig.update_yaxes(title_text="loss", range=[0, (np.floor(top / step) + 1) * step], tick0=0, dtick=step,
+                     tickformat=".3~g", showgrid=False, secondary_y=True)
     where = "" if epoch is None else f" (epoch {epoch}" + (": live, partial)" if partial else ")")
     return _layout(fig, "Accuracy and loss by FOSC" + where, uirevision, "FOSC")
 

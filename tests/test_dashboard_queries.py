@@ -176,6 +176,11 @@ def test_schedule_chart_projects_c_t_over_every_epoch(con):
     assert "c_t (logged)" not in {t.name for t in charts.schedule(queries.epochs(con, ("tiny-standard",)), 2, "s").data}
 
 
+@pytest.mark.parametrize("raw, step", [(0.13, 0.2), (0.2, 0.2), (0.21, 0.5), (3.0, 5.0), (7.0, 10.0), (0.0004, 0.0005)])
+def test_nice_step_is_the_next_1_2_5_step(raw, step):
+    assert charts.nice_step(raw) == pytest.approx(step)
+
+
 def test_other_charts_carry_the_query_values(con):
     ep = queries.epochs(con, ("tiny-dynamic",))
     steps = charts.steps_per_epoch(queries.steps_hist(con, "tiny-dynamic"), ep, "x")
@@ -184,6 +189,10 @@ def test_other_charts_carry_the_query_values(con):
     bins = queries.fosc_bins(con, "tiny-dynamic", 1)
     fb = charts.fosc_bins(bins, "x", epoch=1)
     assert list(fb.data[0].y) == pytest.approx(bins["adv_acc"].tolist())
+    # The loss axis: from 0, ticks at whole multiples of a 1-2-5 step, the top above the largest loss.
+    loss_axis = fb.layout.yaxis2
+    assert loss_axis.range[0] == 0 and loss_axis.tick0 == 0 and loss_axis.range[1] >= bins["loss_mean"].max()
+    assert loss_axis.dtick in [m * 10.0 ** k for m in (1, 2, 5) for k in range(-4, 4)]
     traj = queries.trajectories(con, "tiny-dynamic", 1, n_examples=3)
     assert len(charts.trajectories(traj, "x").data) == 6  # FOSC and loss per example
     la = charts.loss_accuracy(ep, "x")
