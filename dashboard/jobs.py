@@ -10,7 +10,9 @@ jobs in those files, but trusts none of them (they are files in the runs folder)
 at those two paths, never through a symbolic link, and a pid is signalled only when /proc shows the
 process ``launch`` started (start time, command line and own process group together). Stopping then
 signals that process group (SIGTERM, then SIGKILL) and checks that no process of it is left. c_max,
-T' and lr of a live run change through its control file.
+T' and lr of a live run change through its control file. ``resume`` continues a stopped or failed
+run as ``python -m trainer.run --resume N --runs-dir D``, started by the same code as ``launch``; its
+folder exists, so its record goes straight to ``job.json`` and its output is appended to ``train.log``.
 """
 from __future__ import annotations
 
@@ -308,7 +310,13 @@ def trainer_alive(rec: dict) -> bool:
         return False
     state, pgrp, start, argv = seen
     return (state != "Z" and start == rec["start_time"] and pgrp == rec["pid"] and argv == rec["argv"]
-            and argv[1:3] == ["-m", "trainer.run"] and f"--name={rec['name']}" in argv)
+            and argv[1:3] == ["-m", "trainer.run"] and _names_run(argv, rec["name"]))
+
+
+def _names_run(argv: list[str], name: str) -> bool:
+    """Whether a trainer argv starts (``--name=NAME``, from ``launch``) or resumes (``--resume NAME``,
+    from ``resume``) run ``name``."""
+    return f"--name={name}" in argv or any(a == "--resume" and b == name for a, b in zip(argv, argv[1:]))
 
 
 def group_alive(pgid: int | None) -> bool:
@@ -324,6 +332,39 @@ def group_alive(pgid: int | None) -> bool:
     return False
 
 
+def _start(name: str, argv: list[str], log_path: Path, record_path: Path, append: bool = False,
+           **extra) -> dict:
+    """Start ``argv`` (a trainer of run ``name``) in the background, in its own session and process
+    group, stdout and stderr into ``log_path`` (truncated, or appended to), and write its job record
+    (pid, start time from /proc, argv, log, ``extra``) to ``record_path``. The one place a process starts."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p))
+    # O_NOFOLLOW: a planted symbolic link must not make the trainer write elsewhere; O_NONBLOCK: a
+    # planted FIFO must not block the dashboard (it is then refused as not a regular file).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(log_path, flags, 0o644)
+    except OSError as e:
+        raise JobError(f"cannot write the log {log_path}: {e.strerror or e} (a link or a special file?)") from None
+    with os.fdopen(fd, "wb") as log:
+        if not stat.S_ISREG(os.fstat(log.fileno()).st_mode):
+            raise JobError(f"the log {log_path} is not a regular file; nothing started")
+        os.set_blocking(log.fileno(), True)
+        if append:
+            log.write(f"\n--- {' '.join(argv[1:])} (from the dashboard, "
+                      f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}) ---\n".encode())
+            log.flush()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=PROJECT_ROOT, env=env, start_new_session=True, close_fds=True)
+    _CHILDREN[proc.pid] = proc
+    seen = _proc(proc.pid)
+    rec = {"name": name, "pid": proc.pid, "pgid": proc.pid, "start_time": seen[2] if seen else 0, "argv": argv,
+           "log": str(log_path), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
+    runs.write_json(record_path, rec)
+    return rec
+
+
 def launch(runs_dir: str | Path, spec: LaunchSpec) -> dict:
     """Start the trainer for ``spec`` in the background; returns the job record (pid, start time, argv, log)."""
     runs_dir = Path(runs_dir).resolve()
@@ -335,22 +376,82 @@ def launch(runs_dir: str | Path, spec: LaunchSpec) -> dict:
     old = job_record(runs_dir, name)
     if old and trainer_alive(old):
         raise JobError(f"run {name!r} is already starting (pid {old.get('pid')})")
-    log_path = _pending_log(runs_dir, name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p))
-    # O_NOFOLLOW: a planted symbolic link in .logs must not make the trainer write elsewhere.
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=PROJECT_ROOT, env=env, start_new_session=True, close_fds=True)
-    _CHILDREN[proc.pid] = proc
-    seen = _proc(proc.pid)
-    rec = {"name": name, "pid": proc.pid, "pgid": proc.pid, "start_time": seen[2] if seen else 0, "argv": argv,
-           "log": str(log_path), "spec": {k: v for k, v in asdict(spec).items() if v is not None},
-           "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    runs.write_json(_pending_path(runs_dir, name), rec)
-    return rec
+    return _start(name, argv, _pending_log(runs_dir, name), _pending_path(runs_dir, name),
+                  spec={k: v for k, v in asdict(spec).items() if v is not None})
+
+
+# ---- resume: a stopped or failed run continues from its last checkpoint ---------------------------------
+# What store.runs.effective_state reports and the trainer resumes: 'stopped' (Stop, Ctrl-C, the control
+# file), 'failed' (a crash, a full disk, SIGKILL; also a 'running' status whose process is gone). Not
+# 'running' (the trainer refuses), 'finished' (nothing left to train), 'created' (no epoch ever ended).
+RESUMABLE = ("stopped", "failed")
+LAST_CHECKPOINT = "last.pt"  # trainer.checkpoint.path(rd, "last"), the resume point (a test keeps them equal)
+
+
+def last_checkpoint(rd: Path) -> Path:
+    return Path(rd) / runs.CHECKPOINTS / LAST_CHECKPOINT
+
+
+def resume_argv(runs_dir: str | Path, name: str) -> list[str]:
+    return [sys.executable, "-m", "trainer.run", "--resume", name, "--runs-dir", str(Path(runs_dir).resolve()),
+            "--quiet"]
+
+
+def resume(runs_dir: str | Path, name: str) -> dict:
+    """Continue run ``name`` (stopped or failed) from its last checkpoint with its saved config, in the
+    background, as ``launch`` starts one: its record becomes the run's ``job.json`` and its output is
+    appended to the run's ``train.log``, so Stop, the log and adopt treat it as a launched run.
+    JobError (one line) for a run that runs, is finished or not resumable, has no checkpoint, or
+    whose name or folder is not a run of this runs folder. The trainer still checks the checkpoint
+    and config itself (exit 2 with one line in the log, the run unchanged: see ``resume_error``)."""
+    runs_dir = Path(runs_dir).resolve()
+    try:
+        rd = runs.run_dir(runs_dir, name)
+    except runs.StoreError as e:
+        raise JobError(str(e)) from None
+    if os.path.islink(rd):
+        raise JobError(f"run folder {rd} is a symbolic link (to {os.readlink(rd)!r}), not a folder of "
+                       f"{runs_dir}; not resumed")
+    if not rd.is_dir() or not os.path.lexists(rd / runs.CONFIG):
+        raise JobError(f"no run {name!r} in {runs_dir}")
+    try:
+        cfg = runs.read_json(rd / runs.CONFIG)
+    except (runs.StoreError, OSError) as e:
+        raise JobError(f"run {name!r} cannot resume: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, dict):
+        raise JobError(f"run {name!r} cannot resume: {rd / runs.CONFIG} is not a run config")
+    adopt(runs_dir)
+    old = job_record(runs_dir, name)
+    if old and trainer_alive(old):
+        raise JobError(f"run {name!r} is still running (pid {old['pid']}, started from here); stop it first")
+    state = runs.effective_state(rd)
+    if state == "running":
+        raise JobError(f"run {name!r} is still running (pid {runs.read_status(rd).get('pid')}); stop it first")
+    if state == "finished":
+        raise JobError(f"run {name!r} is finished: nothing to resume (clone it into the form to train more)")
+    if state not in RESUMABLE:
+        raise JobError(f"run {name!r} is {state!r}: only {' or '.join(RESUMABLE)} runs resume")
+    ck = last_checkpoint(rd)
+    if os.path.islink(ck) or os.path.islink(ck.parent):
+        raise JobError(f"run {name!r}'s checkpoint {ck} is a symbolic link; not resumed")
+    if not _regular_file(ck):
+        raise JobError(f"run {name!r} has no checkpoint ({runs.CHECKPOINTS}/{LAST_CHECKPOINT}): it ended before "
+                       "its first epoch did; start it again instead")
+    return _start(name, resume_argv(runs_dir, name), rd / runs.LOG, rd / runs.JOB, append=True, resumed=True)
+
+
+def resume_error(runs_dir: str | Path, name: str) -> str | None:
+    """The trainer's one-line refusal (``error: ...``, exit 2: a damaged checkpoint or config) when
+    the last resume started here has exited and left the run where it was; None otherwise."""
+    try:
+        rd = runs.run_dir(runs_dir, name)
+    except runs.StoreError:
+        return None
+    rec = job_record(runs_dir, name)
+    if not rec or not rec.get("resumed") or trainer_alive(rec) or runs.effective_state(rd) not in RESUMABLE:
+        return None
+    last = log_tail(run_log(runs_dir, name), lines=1).strip()
+    return last[len("error:"):].strip() if last.startswith("error:") else None
 
 
 def _wait_gone(pgid: int, timeout: float) -> bool:

@@ -342,3 +342,197 @@ def test_stop_asks_first_and_says_what_happened(live_runs, monkeypatch):
     assert not at.exception, at.exception
     assert any("tiny-dynamic was not stopped: run 'tiny-dynamic' was not started from the dashboard" in e.value
                for e in at.error)
+
+
+# ---- resume: a stopped or failed run continues from its last checkpoint ---------------------------------
+def test_the_resume_point_is_the_trainers(tmp_path):
+    from trainer import checkpoint
+
+    assert jobs.last_checkpoint(tmp_path / "r") == checkpoint.path(tmp_path / "r")  # what --resume loads
+    assert jobs.resume_argv(tmp_path, "r") == [sys.executable, "-m", "trainer.run", "--resume", "r", "--runs-dir",
+                                               str(tmp_path.resolve()), "--quiet"]
+
+
+def copy_run(tiny_runs: Path, runs_dir: Path, name: str, **status) -> Path:
+    """A copy of the finished tiny-dynamic run under ``name``, its status changed by ``status``."""
+    import shutil
+
+    rd = runs_dir / name
+    shutil.copytree(tiny_runs / "tiny-dynamic", rd)
+    if status:
+        runs.write_json(rd / runs.STATUS, {**runs.read_status(rd), **status})
+    return rd
+
+
+def fake_trainer(tmp_path: Path, name: str) -> subprocess.Popen:
+    """A real process with a resumed trainer's command line (`python -m trainer.run --resume NAME`, in
+    its own process group) that only sleeps: a package named trainer in its working folder."""
+    pkg = tmp_path / "fake" / "trainer"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "run.py").write_text("import time\ntime.sleep(120)\n")
+    return subprocess.Popen([sys.executable, "-m", "trainer.run", "--resume", name, "--runs-dir", "x", "--quiet"],
+                            cwd=pkg.parent, start_new_session=True)
+
+
+def test_resume_refuses_what_cannot_or_must_not_resume(tiny_runs, tmp_path, outside):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    copy_run(tiny_runs, runs_dir, "done")  # finished
+    copy_run(tiny_runs, runs_dir, "live", state="running", pid=os.getpid())
+    nock = copy_run(tiny_runs, runs_dir, "nock", state="stopped")
+    (nock / runs.CHECKPOINTS / "last.pt").unlink()
+    linkck = copy_run(tiny_runs, runs_dir, "linkck", state="stopped")
+    (linkck / runs.CHECKPOINTS / "last.pt").unlink()
+    (linkck / runs.CHECKPOINTS / "last.pt").symlink_to(tiny_runs / "tiny-dynamic" / runs.CHECKPOINTS / "last.pt")
+    copy_run(tiny_runs, runs_dir, "created").joinpath(runs.STATUS).unlink()  # never wrote a status
+    elsewhere = copy_run(tiny_runs, tmp_path / "elsewhere", "away", state="stopped")
+    (runs_dir / "away").symlink_to(elsewhere)  # a run folder that is a link out of the runs folder
+    resuming = copy_run(tiny_runs, runs_dir, "resuming", state="stopped")  # a resume already under way
+    sleeper = fake_trainer(tmp_path, "resuming")
+    try:
+        wait_for(lambda: (jobs._proc(sleeper.pid) or [None] * 4)[3][1:3] == ["-m", "trainer.run"], 30, "the sleeper")
+        runs.write_json(resuming / runs.JOB, {"name": "resuming", "pid": sleeper.pid, "pgid": sleeper.pid,
+                                              "start_time": jobs._proc(sleeper.pid)[2], "argv": sleeper.args,
+                                              "resumed": True})
+        before = {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*") if not p.is_symlink()}
+        cases = {"../done": "invalid run name", "missing": "no run 'missing' in",
+                 "done": "run 'done' is finished: nothing to resume",
+                 "live": f"run 'live' is still running \\(pid {os.getpid()}\\); stop it first",
+                 "nock": "run 'nock' has no checkpoint \\(checkpoints/last.pt\\)",
+                 "linkck": "checkpoint .*last.pt is a symbolic link; not resumed",
+                 "created": "run 'created' is 'created': only stopped or failed runs resume",
+                 "away": "run folder .*away is a symbolic link \\(to .*elsewhere/away'\\), not a folder of",
+                 "resuming": f"run 'resuming' is still running \\(pid {sleeper.pid}, started from here\\)"}
+        for name, message in cases.items():
+            with pytest.raises(jobs.JobError, match=message) as e:
+                jobs.resume(runs_dir, name)
+            assert len(str(e.value).splitlines()) == 1, name
+        assert sleeper.poll() is None  # refused, and nothing signalled
+        after = {p: p.stat().st_mtime_ns for p in runs_dir.rglob("*") if not p.is_symlink()}
+        assert after == before  # no job record, no log, no file changed or added
+        assert not (elsewhere / runs.LOG).exists() and not (runs_dir / jobs.JOBS_DIR).exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def stopped_run(runs_dir: Path, name: str, monkeypatch) -> Path:
+    """A real 2-epoch run stopped (control file, as the Stop button's SIGTERM does) in the middle of
+    epoch 1: status stopped, checkpoint of epoch 0, part of epoch 1's rows on disk."""
+    from store import control
+    from trainer import run
+
+    rd = runs_dir / name
+
+    def progress(quiet):
+        def bar(n, epoch):
+            class Bar:
+                def update(self, k):
+                    if epoch == 1:
+                        control.write(rd, stop=True)
+
+                def set_postfix(self, **_):
+                    pass
+
+                def close(self):
+                    pass
+            return Bar()
+        return bar
+    monkeypatch.setattr(run, "_progress", progress)
+    assert run.main(["--preset", "quick", "--strategy", "dynamic", "--name", name, "--runs-dir", str(runs_dir),
+                     "--epochs", "2", "--n-train", "48", "--batch-size", "16", "--heldout", "16",
+                     "--heldout-pgd-steps", "1", "--steps", "3", "--trajectory-examples", "4", "--no-eval-at-end",
+                     "--quiet"]) == 0
+    monkeypatch.undo()
+    return rd
+
+
+def example_rows(runs_dir: Path, name: str):
+    with store.open(runs_dir) as con:
+        return con.query_df("SELECT epoch, idx, count(*) n FROM examples WHERE run = ? GROUP BY epoch, idx "
+                            "ORDER BY epoch, idx", [name])
+
+
+@pytest.mark.slow
+def test_resume_continues_a_stopped_run_to_the_end(tmp_path, monkeypatch):
+    rd = stopped_run(tmp_path, "halted", monkeypatch)
+    assert runs.read_status(rd)["state"] == "stopped" and runs.read_status(rd)["epoch"] == 1
+    first = example_rows(tmp_path, "halted")
+    epoch0 = first[first["epoch"] == 0]
+    assert len(epoch0) == 48 and 0 < (first["epoch"] == 1).sum() < 48  # stopped inside epoch 1
+
+    rec = jobs.resume(tmp_path, "halted")
+    assert rec["argv"] == jobs.resume_argv(tmp_path, "halted") and rec["pgid"] == rec["pid"] != os.getpgid(0)
+    assert jobs.job_record(tmp_path, "halted")["pid"] == rec["pid"]  # its job.json: Stop and the log find it
+    assert jobs.run_log(tmp_path, "halted") == rd / runs.LOG and jobs.pending_jobs(tmp_path) == []
+    def finished():
+        if runs.effective_state(rd) == "finished":
+            return True
+        assert jobs.group_alive(rec["pgid"]) or runs.effective_state(rd) == "finished", \
+            f"the resumed trainer exited, run {runs.effective_state(rd)}:\n{jobs.log_tail(rd / runs.LOG)}"
+    wait_for(finished, 240, "the resumed run to finish", rd / runs.LOG)
+    wait_for(lambda: not jobs.group_alive(rec["pgid"]), 60, "the resumed trainer to exit")
+    assert "run halted finished" in jobs.log_tail(jobs.run_log(tmp_path, "halted"), lines=200)
+    rows = example_rows(tmp_path, "halted")
+    assert rows["epoch"].value_counts().sort_index().to_dict() == {0: 48, 1: 48}  # every epoch, all rows
+    assert (rows["n"] == 1).all()  # no example logged twice in an epoch (the cut epoch 1 was redone, not added to)
+    assert rows[rows["epoch"] == 0]["idx"].tolist() == epoch0["idx"].tolist()
+    with store.open(tmp_path) as con:
+        assert con.query_df("SELECT epoch FROM epochs WHERE run = 'halted' ORDER BY epoch")["epoch"].tolist() == [0, 1]
+        kinds = con.query_df("SELECT kind FROM events WHERE run = 'halted' ORDER BY time")["kind"].tolist()
+    assert kinds[:2] == ["start", "stop"] and "resume" in kinds and kinds[-1] == "finish"
+    with pytest.raises(jobs.JobError, match="is finished"):
+        jobs.resume(tmp_path, "halted")
+    assert jobs.resume_error(tmp_path, "halted") is None
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_refused_by_the_trainer_and_said(tiny_runs, tmp_path):
+    rd = copy_run(tiny_runs, tmp_path, "broken", state="stopped")
+    (rd / runs.CHECKPOINTS / "last.pt").write_bytes(b"not a checkpoint")
+    status = runs.read_status(rd)
+    rec = jobs.resume(tmp_path, "broken")
+    wait_for(lambda: not jobs.group_alive(rec["pgid"]), 120, "the trainer to refuse", rd / runs.LOG)
+    said = jobs.resume_error(tmp_path, "broken")
+    assert said and "checkpoint" in said and "unreadable" in said, jobs.log_tail(rd / runs.LOG)
+    assert runs.read_status(rd) == status  # the run as it was
+
+
+def test_resume_button_only_for_resumable_runs_and_it_starts_the_job(tiny_runs, tmp_path, monkeypatch):
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    copy_run(tiny_runs, runs_dir, "done")
+    copy_run(tiny_runs, runs_dir, "live", state="running", pid=os.getpid())
+    copy_run(tiny_runs, runs_dir, "stale", state="running", pid=dead_pid())  # killed: reads failed
+    copy_run(tiny_runs, runs_dir, "paused", state="stopped", message="stopped by user; resume with --resume")
+    nock = copy_run(tiny_runs, runs_dir, "nock", state="stopped")
+    (nock / runs.CHECKPOINTS / "last.pt").unlink()
+    at = runs_page(runs_dir, monkeypatch)
+    offered = {}
+    for name in ("done", "live", "stale", "paused", "nock"):
+        at.selectbox(key="runs_pick").set_value(name).run()
+        assert not at.exception, at.exception
+        offered[name] = [b.key for b in at.button if b.key == "resume_run"] != []
+    assert offered == {"done": False, "live": False, "stale": True, "paused": True, "nock": True}
+
+    at.button(key="resume_run").click().run()  # nock: refused, and the refusal is on the page
+    assert any("nock was not resumed: run 'nock' has no checkpoint" in e.value for e in at.error), at.error
+    assert not (nock / runs.JOB).exists()
+
+    at.selectbox(key="runs_pick").set_value("paused").run()
+    at.button(key="resume_run").click().run()
+    assert not at.exception, at.exception
+    rec = jobs.job_record(runs_dir, "paused")
+    try:
+        assert rec and rec["resumed"] and rec["argv"] == jobs.resume_argv(runs_dir, "paused")
+        assert jobs.trainer_alive(rec)
+        at.run()  # a refresh: the feedback is still there; its trainer is live, so Stop and no second Resume
+        [ok] = [s.value for s in at.success if "resuming" in s.value]
+        assert f"paused: resuming from its last checkpoint (pid {rec['pid']})" in ok
+        assert [b for b in at.button if b.key == "stop_run"] and not [b for b in at.button if b.key == "resume_run"]
+        assert jobs.stop(runs_dir, "paused") == "stopped"  # Stop works on a resumed job as on a launched one
+        assert group_members(rec["pgid"]) == []
+    finally:
+        if rec and jobs.group_alive(rec["pgid"]):
+            os.killpg(rec["pgid"], 9)

@@ -103,7 +103,7 @@ def runs_table():
 
 
 def run_actions(df):
-    """Open, stop or adjust one run. Stop asks first; what happened stays on screen across refreshes."""
+    """Open, stop, adjust or resume one run. Stop asks first; what happened stays on screen across refreshes."""
     if df.empty:
         return
     st.subheader("A run")
@@ -119,7 +119,10 @@ def run_actions(df):
     show_action_feedback(c1)
     if state == "running":
         adjust_form(c2, name, str(row["strategy"]))
+    if state == "running" or (rec and jobs.trainer_alive(rec)):  # a resumed trainer still loading: Stop, no Resume
         stop_control(c2, name)
+    elif state in jobs.RESUMABLE:
+        resume_control(c2, name, state)
     if rec:
         with c2.expander("Log (last lines)"):
             st.code(jobs.log_tail(jobs.run_log(RD, name)) or "(empty)", language=None)
@@ -140,7 +143,7 @@ def show_action_feedback(col, where: str = "runs_action") -> None:
 
 # ---- stop: ask first ----------------------------------------------------------------------------------
 STOPPED = {"stopped": "{name} stopped: it finished its batch, saved its checkpoint and is marked stopped; "
-                      "resume it with `python -m trainer.run --resume {name}`",
+                      "resume it here (Resume) or with `python -m trainer.run --resume {name}`",
            "killed": "{name} ignored SIGTERM for 20 s and was killed (SIGKILL); it is marked failed",
            "not running": "{name} was not running any more; nothing was signalled"}
 
@@ -168,6 +171,23 @@ def stop_control(col, name: str) -> None:
             except jobs.JobError as e:
                 action_feedback("error", f"{name} was not stopped: {e}")
             st.rerun()  # the table and the buttons show the run's new state at once
+
+
+# ---- resume: a stopped or failed run continues from its last checkpoint ---------------------------------
+def resume_control(col, name: str, state: str) -> None:
+    with col.container(border=True):
+        refused = jobs.resume_error(RD, name)
+        if refused:
+            st.error(f"The last resume of {name} ended at once: {refused}")
+        if st.button("Resume", key="resume_run", help=f"{name} is {state}: continue it from its last checkpoint "
+                     "with its saved settings (python -m trainer.run --resume)"):
+            try:
+                rec = jobs.resume(RD, name)
+                action_feedback("success", f"{name}: resuming from its last checkpoint (pid {rec['pid']}); its "
+                                           "state turns running once the trainer has loaded it")
+            except jobs.JobError as e:
+                action_feedback("error", f"{name} was not resumed: {e}")
+            st.rerun()  # the caption and the log show the new job at once
 
 
 # ---- adjust: only what means something for the run's strategy -------------------------------------------
