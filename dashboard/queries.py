@@ -459,6 +459,15 @@ def insight_summary(con, run: str, lo: int | None = None, hi: int | None = None)
 
 
 @query
+def forgetting_overlap(con, run_a: str, run_b: str, lo: int | None = None, hi: int | None = None) -> pd.DataFrame:
+    """One row: whether two runs forget the same examples over epochs lo..hi (store.insight.overlap_sql)."""
+    from store import insight
+
+    (a, _), (b, _) = _insight(con, run_a, lo, hi), _insight(con, run_b, lo, hi)
+    return run_sql(con, lambda: (insight.overlap_sql(a, b), []))
+
+
+@query
 def forgetting_per_epoch(con, run: str) -> pd.DataFrame:
     """Per epoch: shares forgotten at it, correct, never learned and unforgettable so far."""
     from store import insight

@@ -347,6 +347,27 @@ def summary_sql(stats: str) -> str:
         FROM ({stats})"""
 
 
+def overlap_sql(stats_a: str, stats_b: str) -> str:
+    """Do two runs forget the same examples? One row over the examples both logged: forgetting events
+    and examples forgotten at least once per run, how many were forgotten by both / only one, the
+    Jaccard index of the two forgotten sets and of the never-learned sets, and the correlation of the
+    per-example forgetting counts. (Same data order and seed make the comparison per example fair.)"""
+    return f"""
+        WITH j AS (SELECT a.forgets AS fa, b.forgets AS fb, a.n_correct AS ca, b.n_correct AS cb
+                   FROM ({stats_a}) a JOIN ({stats_b}) b USING (idx))
+        SELECT count(*) AS n, sum(fa) AS events_a, sum(fb) AS events_b,
+               count(*) FILTER (fa > 0) AS forgotten_a, count(*) FILTER (fb > 0) AS forgotten_b,
+               count(*) FILTER (fa > 0 AND fb > 0) AS forgotten_both,
+               count(*) FILTER (fa > 0 AND fb = 0) AS forgotten_only_a,
+               count(*) FILTER (fa = 0 AND fb > 0) AS forgotten_only_b,
+               count(*) FILTER (fa > 0 AND fb > 0) / nullif(count(*) FILTER (fa > 0 OR fb > 0), 0) AS jaccard_forgotten,
+               count(*) FILTER (ca = 0) AS never_learned_a, count(*) FILTER (cb = 0) AS never_learned_b,
+               count(*) FILTER (ca = 0 AND cb = 0) / nullif(count(*) FILTER (ca = 0 OR cb = 0), 0)
+                   AS jaccard_never_learned,
+               corr(fa, fb) AS corr_forgets
+        FROM j"""
+
+
 def per_epoch_sql(run_dir: str | Path) -> tuple[str, str]:
     """Per logged epoch: share of examples forgotten at it, correct at it, never learned so far and
     unforgettable so far (from epoch 0). (SQL, 'aggregates' or 'rows')."""

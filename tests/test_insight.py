@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from store import runs as store_runs
 from tests.conftest import tiny_run
 
 RUN = "ins-unsecured"
+OTHER = "ins-unsecured-seed1"
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,7 @@ def insight_runs(tmp_path_factory):
     """A 4-epoch unsecured run (learns fast: many examples learned, some forgotten) on real digits."""
     d = tmp_path_factory.mktemp("insight-runs")
     tiny_run(d, RUN, "unsecured", epochs=4)
+    tiny_run(d, OTHER, "unsecured", epochs=4, seed=1)  # another seed: mostly the same examples, other forgets
     return d
 
 
@@ -63,6 +66,25 @@ def test_summary_and_forgetting_counts_agree_with_pandas(insight_runs):
     assert summ["confidence_mean"] == pytest.approx(ref.confidence.mean(), rel=1e-6)
     want = ref.assign(k=np.where(ref.n_correct == 0, -1, ref.forgets)).groupby("k").size()
     assert dict(zip(hist["forgets"], hist["n"])) == want.to_dict()
+
+
+@pytest.mark.parametrize("lo, hi", [(None, None), (1, 3)])
+def test_two_runs_forgetting_overlap_agrees_with_pandas(insight_runs, lo, hi):
+    a, b = pandas_stats(rows(insight_runs), lo, hi), pandas_stats(rows(insight_runs, OTHER), lo, hi)
+    j = a.join(b, lsuffix="_a", rsuffix="_b", how="inner")
+    fa, fb = j.forgets_a > 0, j.forgets_b > 0
+    with store.open(insight_runs) as con:
+        o = queries.forgetting_overlap(con, RUN, OTHER, lo, hi).iloc[0]
+    assert o["n"] == len(j) > 300  # the seed also draws the 384 of the 4,000 digits: most are shared
+    assert (o["events_a"], o["events_b"]) == (j.forgets_a.sum(), j.forgets_b.sum())
+    assert (o["forgotten_both"], o["forgotten_only_a"], o["forgotten_only_b"]) == (
+        (fa & fb).sum(), (fa & ~fb).sum(), (~fa & fb).sum())
+    assert 0 < o["forgotten_only_a"] and 0 < o["forgotten_only_b"]  # the seeds forget different examples
+    assert o["jaccard_forgotten"] == pytest.approx((fa & fb).sum() / (fa | fb).sum())
+    na, nb = j.n_correct_a == 0, j.n_correct_b == 0
+    assert o["jaccard_never_learned"] == pytest.approx((na & nb).sum() / (na | nb).sum()) if (na | nb).any() \
+        else pd.isna(o["jaccard_never_learned"])
+    assert o["corr_forgets"] == pytest.approx(np.corrcoef(j.forgets_a, j.forgets_b)[0, 1])
 
 
 def test_datamap_bins_agree_with_pandas(insight_runs):
@@ -162,3 +184,27 @@ def test_runs_logged_before_p_true_get_forgetting_but_no_confidence(insight_runs
         assert queries.datamap(con, RUN).empty
     assert stats["confidence"].isna().all() and stats["variability"].isna().all()
     assert (stats["forgets"].to_numpy() == ref["forgets"].to_numpy()).all()
+
+
+def test_compare_page_shows_the_overlap_of_two_runs(insight_runs, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FOSC_RUNS_DIR", str(insight_runs))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "run_dashboard.py"),
+                           default_timeout=90)
+    at.session_state["runs_refresh"] = "off"
+    at.run()
+    at.switch_page("dashboard/pages/compare.py").run()
+    at.multiselect(key="cmp_runs").set_value([RUN, OTHER]).run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "forgetting events" in d.value.iloc[:, 0].tolist())
+    with store.open(insight_runs) as con:
+        o = queries.forgetting_overlap(con, at.selectbox(key="cmp_forget_a").value,
+                                       at.selectbox(key="cmp_forget_b").value, 0, 3).iloc[0]
+    a = at.selectbox(key="cmp_forget_a").value
+    shown = table.set_index(table.columns[0])
+    assert shown.loc["forgetting events", a] == o["events_a"] > 0
+    assert shown.loc["examples forgotten at least once", a] == o["forgotten_a"]
+    assert [m.value for m in at.metric][:1] == [f"{int(o['forgotten_both']):,}"]
+    at.multiselect(key="cmp_runs").set_value([RUN]).run()
+    assert any("Choose two runs" in c.value for c in at.caption)

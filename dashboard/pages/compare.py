@@ -164,3 +164,31 @@ else:
                   if checkpoint == "last" else ""))
     st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"robustness-{checkpoint}.csv",
                        mime="text/csv", key="cmp_csv")
+
+st.subheader("Do they forget the same examples?")
+if len(runs) < 2:
+    st.caption("Choose two runs to compare which examples each forgets (Toneva et al. 2019).")
+else:
+    c = st.columns(2)
+    run_a = c[0].selectbox("Run A", runs, index=0, key="cmp_forget_a")
+    run_b = c[1].selectbox("Run B", [r for r in runs if r != run_a], index=0, key="cmp_forget_b")
+    common = min(int(overview.set_index("run").loc[[run_a, run_b], "epochs_done"].min()), total)
+    if common < 2:
+        st.caption("Forgetting needs two finished epochs of both runs.")
+    else:
+        o = queries.load(RD, queries.forgetting_overlap, run_a, run_b, 0, common - 1).iloc[0]
+        st.caption(f"Over epochs 0-{common - 1} (finished by both) and the {int(o['n']):,} examples both logged. "
+                   "A forgetting event: correct at one epoch, wrong at the next, on the example trained on "
+                   "(each run's own attack: a weaker attack makes more examples correct, so more to forget).")
+        rows = [("forgetting events", o["events_a"], o["events_b"]),
+                ("examples forgotten at least once", o["forgotten_a"], o["forgotten_b"]),
+                ("... of them only by this run", o["forgotten_only_a"], o["forgotten_only_b"]),
+                ("never learned", o["never_learned_a"], o["never_learned_b"])]
+        st.dataframe(pd.DataFrame(rows, columns=["", run_a, run_b]).astype({run_a: "Int64", run_b: "Int64"}),
+                     hide_index=True, key="cmp_forget_table")
+        m = st.columns(3)
+        m[0].metric("forgotten by both", f"{int(o['forgotten_both']):,}")
+        m[1].metric("Jaccard, forgotten sets", "-" if pd.isna(o["jaccard_forgotten"]) else f"{o['jaccard_forgotten']:.2f}",
+                    help="examples forgotten by both / by either: 1 = the same examples")
+        m[2].metric("Jaccard, never-learned sets",
+                    "-" if pd.isna(o["jaccard_never_learned"]) else f"{o['jaccard_never_learned']:.2f}")
