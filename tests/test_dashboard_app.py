@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import store
-from dashboard import jobs
+from dashboard import jobs, live_chart
 
 APP = str(Path(__file__).resolve().parent.parent / "run_dashboard.py")
 
@@ -42,12 +42,22 @@ def _decode(obj):
 
 
 def figures(at: AppTest) -> dict:
-    """Chart title -> Plotly figure, as the page sent it to the browser."""
+    """Chart title -> Plotly figure, as the page sent it to the browser: st.plotly_chart's, and the
+    live charts' (dashboard/live_chart.py: a v2 component whose data carries the figure)."""
+    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    specs += [json.loads(el.proto.json)["figure"] for el in at.get("bidi_component")
+              if el.proto.component_name == live_chart.CHART]
     out = {}
-    for el in at.get("plotly_chart"):
-        fig = pio.from_json(json.dumps(_decode(json.loads(el.proto.spec))))
+    for spec in specs:
+        fig = pio.from_json(json.dumps(_decode(spec)))
         out[fig.layout.title.text or ""] = fig
     return out
+
+
+def live_charts(at: AppTest) -> dict:
+    """Key -> title of the live charts the page mounted (each once, keyed)."""
+    return {el.proto.id.rsplit("-", 1)[-1]: json.loads(el.proto.json)["figure"]["layout"]["title"]["text"]
+            for el in at.get("bidi_component") if el.proto.component_name == live_chart.CHART}
 
 
 def frame_with(at: AppTest, column: str):
@@ -97,6 +107,10 @@ def test_run_page_draws_the_chosen_epochs_and_the_schedule(tiny_runs, monkeypatc
     figs = figures(at)
     dens = figs["FOSC density, tiny-dynamic"]
     assert [t.name for t in dens.data] == ["epoch 0", "epoch 1"]  # following the latest: both epochs
+    # The charts whose data grows are live charts (they keep the user's zoom while it grows), keyed.
+    assert live_charts(at) == {"run_density": "FOSC density, tiny-dynamic", "run_schedule": "FOSC vs the schedule c_t",
+                               "run_batches": "training loss per batch"}
+    assert [el.proto.component_name for el in at.get("bidi_component")].count(live_chart.LOADER) == 1
     with store.open(tiny_runs) as con:
         ep = con.query_df("SELECT * FROM epochs WHERE run = 'tiny-dynamic' ORDER BY epoch")
     sched = {t.name: t for t in figs["FOSC vs the schedule c_t"].data}

@@ -10,6 +10,7 @@ import math
 import streamlit as st
 
 from dashboard import charts, queries, ui
+from dashboard.live_chart import live_chart
 
 RD, overview = ui.page_overview("Run")
 
@@ -94,12 +95,12 @@ def density(slot, epochs: list[int], live: list[int]) -> None:
            if view == "overlay" else
            charts.density_ridgeline(dens, rev, title=f"FOSC density by epoch, {run}", live=live, clip=clip,
                                     log_x=log_x))
-    slot.plotly_chart(fig, key="run_density", width="stretch")
+    live_chart(slot, fig, key="run_density")  # keeps the zoom while new epochs arrive
 
 
 def schedule_and_steps(a, b, ep, steps, total: int) -> None:
     if ep["c_t"].notna().any():
-        a.plotly_chart(charts.schedule(ep, total, f"schedule-{run}"), key="run_schedule", width="stretch")
+        live_chart(a, charts.schedule(ep, total, f"schedule-{run}"), key="run_schedule")
     else:
         a.caption(f"No FOSC-vs-c_t chart: the {strategy} strategy has no schedule c_t (only Dynamic has one).")
     if not ADVERSARIAL:
@@ -130,9 +131,8 @@ def per_batch(slot, live: list[int]) -> None:
         b = _batch_axis(batches, queries.load(RD, queries.epochs, (run,)))
         label = options[metric].replace("training accuracy", "training accuracy (adv.)" if ADVERSARIAL
                                         else "training accuracy (clean)")
-        st.plotly_chart(charts.batch_curves(b, metric, f"batch-{run}", label, x=x, smoothing=smooth,
-                                            percent=metric == "acc", live=live),
-                        key="run_batches", width="stretch")
+        live_chart(st, charts.batch_curves(b, metric, f"batch-{run}", label, x=x, smoothing=smooth,
+                                           percent=metric == "acc", live=live), key="run_batches")
 
 
 def _batch_axis(batches, ep):

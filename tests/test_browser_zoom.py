@@ -1,0 +1,158 @@
+"""The Run page's live charts keep the user's zoom and hidden traces while NEW data arrives (issue 15):
+Chromium zooms the FOSC density (and the schedule) and hides a density trace, a real resume of the run
+adds an epoch, the page's refresh draws it, and the density's view is still the user's. Also counts what the
+refreshes send over the websocket: plotly.js (~4.8 MB) once per page, never again on a refresh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_browser import ARTIFACTS, ROOT, _chart, _goto, _serve, _settle, _traces, _xrange, launch_chromium
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+RUN = "tiny-dynamic"
+BIG = 1_000_000  # bytes: a message this large on a refresh would be plotly.js sent again
+
+
+@pytest.fixture
+def served(tiny_runs, tmp_path):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(tiny_runs, runs_dir)
+    yield from _serve(tmp_path, runs_dir)
+
+
+class Wire:
+    """Every websocket message the page receives, decoded (Streamlit's ForwardMsg), split per script run."""
+
+    def __init__(self):
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self._msg = ForwardMsg
+        self.runs: list[dict] = []
+        self._cur = self._new()
+
+    @staticmethod
+    def _new() -> dict:
+        return {"bytes": 0, "messages": 0, "largest": 0, "refs": 0, "live_chart": 0, "plotly_js": 0}
+
+    def frame(self, payload) -> None:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        cur = self._cur
+        cur["bytes"] += len(payload)
+        cur["messages"] += 1
+        cur["largest"] = max(cur["largest"], len(payload))
+        try:
+            msg = self._msg.FromString(payload)
+        except Exception:  # noqa: BLE001 - not a ForwardMsg: counted in bytes only
+            return
+        kind = msg.WhichOneof("type")
+        if kind == "ref_hash":
+            cur["refs"] += 1
+        elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+            el = msg.delta.new_element
+            if el.WhichOneof("type") == "bidi_component":
+                name = el.bidi_component.component_name
+                cur["live_chart" if name.endswith("live_chart") else "plotly_js"] += len(payload)
+        elif kind == "script_finished":
+            self.runs.append(cur)
+            self._cur = self._new()
+
+
+def _drag_zoom(page, chart) -> list[float]:
+    """Zoom the x axis by dragging across 30-60 % of the plot area, like a user."""
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    return _xrange(chart)
+
+
+def _full_range(chart) -> list[float]:
+    """The x range of the chart's data (what autorange would show), from Plotly's decoded traces."""
+    return chart.evaluate("el => { const d = el.querySelector('.js-plotly-plot')._fullData"
+                          ".flatMap(t => Array.from(t.x || []).map(Number));"
+                          " return [Math.min(...d), Math.max(...d)]; }")
+
+
+def _visible(chart) -> list:
+    return chart.evaluate("el => el.querySelector('.js-plotly-plot').data.map(t => t.visible ?? true)")
+
+
+def test_zoom_and_hidden_traces_survive_a_new_epoch(served):
+    from playwright.sync_api import sync_playwright
+
+    url, runs_dir = served
+    errors: list[str] = []
+    wire = Wire()
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("websocket", lambda ws: ws.on("framereceived", wire.frame))
+            _goto(page, url + f"/?run={RUN}")
+            density = _chart(page, "FOSC density")
+            density.wait_for(timeout=60_000)
+            assert [n for n, _ in _traces(density)] == ["epoch 0", "epoch 1"]
+
+            # The user's view: the density and the schedule zoomed, the density's epoch 0 hidden (legend click).
+            zoomed = {title: _drag_zoom(page, _chart(page, title)) for title in ("FOSC density",
+                                                                                 "FOSC vs the schedule c_t")}
+            for title, rng in zoomed.items():
+                full = _full_range(_chart(page, title))
+                assert full[0] < rng[0] < rng[1] < full[1], (title, rng, full)  # a real zoom, inside the data
+            density.locator(".legend .traces").first.locator(".legendtoggle").click()
+            page.wait_for_timeout(1000)  # Plotly waits for a possible double click
+            assert _visible(density) == ["legendonly", True]
+            loaded = len(wire.runs)
+
+            # New data: a real resume trains epoch 2 into the run's folder while the page refreshes every 5 s.
+            resume = subprocess.run(
+                [sys.executable, "-m", "trainer.run", "--resume", RUN, "--runs-dir", str(runs_dir),
+                 "--epochs", "3", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+            assert resume.returncode == 0, resume.stderr[-2000:]
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || [])"
+                ".some(t => t.name === 'epoch 2'))", timeout=120_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || [])"
+                ".some(t => t.name === 'c_t (logged)') && g._fullData.some(t => t.name === 'c_t (logged)'"
+                " && Array.from(t.x).length === 3))", timeout=60_000)
+            _settle(page)
+            assert "3/3 epochs done" in page.inner_text('[data-testid="stMain"]')
+
+            density = _chart(page, "FOSC density")
+            assert [n for n, _ in _traces(density)] == ["epoch 0", "epoch 1", "epoch 2"]  # the new epoch is drawn
+            assert _xrange(density) == pytest.approx(zoomed["FOSC density"])  # ... in the user's zoom
+            # The schedule's figure sets its own x range (over the planned epochs), which this resume extended
+            # from 2 to 3: a range the figure changes wins over the user's (Plotly's uirevision rule).
+            assert _xrange(_chart(page, "FOSC vs the schedule c_t")) == pytest.approx([-0.5, 2.5])
+            assert _visible(density) == ["legendonly", True, True]  # ... and epoch 0 still hidden
+            page.wait_for_timeout(6_000)  # one more quiet refresh
+            refreshes = wire.runs[loaded:]
+        finally:
+            browser.close()
+    assert not errors, errors
+
+    # What was sent: plotly.js once, with the page's first run; every refresh sends it as a reference only.
+    first = wire.runs[:loaded]
+    assert sum(r["plotly_js"] for r in first) > 4_000_000
+    assert len(refreshes) >= 3, refreshes
+    assert all(r["plotly_js"] == 0 and r["largest"] < BIG for r in refreshes), refreshes
+    report = {"page_load": first, "refreshes": refreshes,
+              "median_refresh_bytes": sorted(r["bytes"] for r in refreshes)[len(refreshes) // 2]}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "live-chart-wire.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "refreshes"}))
