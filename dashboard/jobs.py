@@ -385,11 +385,10 @@ def launch(runs_dir: str | Path, spec: LaunchSpec) -> dict:
 # file), 'failed' (a crash, a full disk, SIGKILL; also a 'running' status whose process is gone). Not
 # 'running' (the trainer refuses), 'finished' (nothing left to train), 'created' (no epoch ever ended).
 RESUMABLE = ("stopped", "failed")
-LAST_CHECKPOINT = "last.pt"  # trainer.checkpoint.path(rd, "last"), the resume point (a test keeps them equal)
 
 
 def last_checkpoint(rd: Path) -> Path:
-    return Path(rd) / runs.CHECKPOINTS / LAST_CHECKPOINT
+    return runs.checkpoint_path(rd, "last")  # what --resume loads (trainer.checkpoint reads the same name)
 
 
 def resume_argv(runs_dir: str | Path, name: str) -> list[str]:
@@ -435,7 +434,7 @@ def resume(runs_dir: str | Path, name: str) -> dict:
     if os.path.islink(ck) or os.path.islink(ck.parent):
         raise JobError(f"run {name!r}'s checkpoint {ck} is a symbolic link; not resumed")
     if not _regular_file(ck):
-        raise JobError(f"run {name!r} has no checkpoint ({runs.CHECKPOINTS}/{LAST_CHECKPOINT}): it ended before "
+        raise JobError(f"run {name!r} has no checkpoint ({ck.relative_to(rd)}): it ended before "
                        "its first epoch did; start it again instead")
     return _start(name, resume_argv(runs_dir, name), rd / runs.LOG, rd / runs.JOB, append=True, resumed=True)
 

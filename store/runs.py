@@ -30,6 +30,11 @@ LOG = "train.log"
 CHECKPOINTS = "checkpoints"
 
 
+def checkpoint_path(run: Path, which: str = "last") -> Path:
+    """``checkpoints/last.pt`` (the resume point) or ``best.pt`` (the best held-out PGD epoch)."""
+    return Path(run) / CHECKPOINTS / f"{which}.pt"
+
+
 class StoreError(ValueError):
     """A bad request to the store (bad run name, missing run): its message is one line for users."""
 

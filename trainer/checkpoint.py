@@ -71,4 +71,4 @@ def _check_shape(path: Path, state) -> None:
 
 
 def path(run_dir: Path, which: str = "last") -> Path:
-    return run_dir / runs.CHECKPOINTS / f"{which}.pt"
+    return runs.checkpoint_path(run_dir, which)  # the store owns the name
