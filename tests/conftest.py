@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs on pytest-xdist workers (pyproject: -n 2, one per core of a CI machine). Each worker
+# and every process it starts gets one torch/OpenMP thread: two workers of two threads each on two
+# cores run ~10x slower, not 2x faster. Set before any test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("FOSC_DATA_ROOT", ROOT.parent / "shared" / "data"))
 

@@ -311,8 +311,8 @@ def test_the_dashboard_a_researcher_uses(prepared):
             _settle(page)
             for title, rng in zoomed.items():
                 assert _xrange(_chart(page, title)) == pytest.approx(rng), title  # the user's zoom survived
-            # A new epoch arrives (a real resume): the page follows it by itself. (Streamlit 1.67 redraws a
-            # chart whose data changed from scratch, so its zoom starts afresh: see docs/DASHBOARD.md.)
+            # A new epoch arrives (a real resume): the page follows it by itself (that the zoom also
+            # survives new data is tests/test_browser_zoom.py).
             before = [n for n, _ in _traces(_chart(page, "FOSC density"))]
             resume = subprocess.run(
                 [sys.executable, "-m", "trainer.run", "--resume", "tiny-dynamic", "--runs-dir", str(runs_dir),
@@ -367,5 +367,6 @@ def _grid_text(page, has: str) -> str:
 def _full_range(page, title: str) -> list[float]:
     """The chart's x range with autorange, from its data (what a double click would show)."""
     return _chart(page, title).evaluate(
-        "el => { const d = el.querySelector('.js-plotly-plot').data.flatMap(t => Array.from(t.x || []).map(Number));"
+        # _fullData: the decoded arrays (a live chart's data holds them base64-encoded, as Plotly's JSON does)
+        "el => { const d = el.querySelector('.js-plotly-plot')._fullData.flatMap(t => Array.from(t.x || []).map(Number));"
         " return [Math.min(...d), Math.max(...d)]; }")
