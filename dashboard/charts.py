@@ -242,6 +242,21 @@ def trajectories(traj: pd.DataFrame, uirevision: str, title: str = "Trajectories
     return _layout(fig, title, uirevision, legend=dict(title="example (index)", font=dict(size=10)))
 
 
+FORGETTING_SHARES = {"forgotten": "forgotten at this epoch", "never_learned": "never learned so far",
+                     "unforgettable": "unforgettable so far"}
+
+
+def forgetting_shares(per: pd.DataFrame, uirevision: str, title: str = "Forgetting (Toneva et al. 2019), per epoch") -> go.Figure:
+    """Shares of the examples per epoch (queries.forgetting_per_epoch): forgotten at it (correct at the
+    epoch before, wrong now), never learned and unforgettable so far."""
+    fig = go.Figure([go.Scatter(x=per["epoch"], y=per[c], name=label, mode="lines+markers",
+                                hovertemplate="epoch %{x}: %{y:.1%}")
+                     for c, label in FORGETTING_SHARES.items()])
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    _epoch_ticks(fig, len(per))
+    return _layout(fig, title, uirevision, "epoch", "share of examples")
+
+
 def nice_step(raw: float) -> float:
     """The smallest of 1, 2, 5 x 10^k that is >= ``raw`` (> 0): a tick step people read at a glance."""
     exp = np.floor(np.log10(raw))

@@ -208,3 +208,23 @@ def test_compare_page_shows_the_overlap_of_two_runs(insight_runs, monkeypatch):
     assert [m.value for m in at.metric][:1] == [f"{int(o['forgotten_both']):,}"]
     at.multiselect(key="cmp_runs").set_value([RUN]).run()
     assert any("Choose two runs" in c.value for c in at.caption)
+
+
+def test_run_page_shows_the_forgetting_shares_per_epoch(insight_runs, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_dashboard_app import figures
+
+    monkeypatch.setenv("FOSC_RUNS_DIR", str(insight_runs))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "run_dashboard.py"), default_timeout=90)
+    at.session_state["run_refresh"] = "off"
+    at.session_state["run"] = RUN
+    at.run()
+    at.switch_page("dashboard/pages/run.py").run()
+    assert not at.exception, at.exception
+    fig = figures(at)["Forgetting (Toneva et al. 2019), per epoch"]
+    with store.open(insight_runs) as con:
+        per = queries.forgetting_per_epoch(con, RUN)
+    assert len(per) == 4 and per["forgotten"].iloc[1:].sum() > 0
+    for trace, col in zip(fig.data, ("forgotten", "never_learned", "unforgettable")):
+        assert list(trace.y) == pytest.approx(per[col].tolist()), col

@@ -103,3 +103,16 @@ def test_record_writes_each_alarm_once(tmp_path):
     assert alarms.record(rd, "r", 2) == []              # already an event
     ev = [r for p in files.flat_files(rd / "events") for r in pq.read_table(p).to_pylist()]
     assert [(r["kind"], r["epoch"], r["detail"].split(":")[0]) for r in ev] == [("alarm", 2, "robust_overfitting")]
+
+
+def test_catastrophic_overfitting_is_a_relative_collapse():
+    """A tiny FGSM run measured here (fgsm-pgd, all epochs FGSM, mnist-demo, eps 0.3): held-out PGD
+    0.129 -> 0.066 -> 0.023 -> 0.004 while FGSM accuracy 0.21 -> 0.45; the fast strategy's run of the
+    same size wobbled (0.211 -> 0.105 -> 0.164 -> 0.113) and is no collapse."""
+    cfg = {"strategy": "fgsm-pgd", "fgsm_epochs": 8}
+    co = rows(heldout_pgd_acc=[0.129, 0.066, 0.023, 0.004], train_adv_acc=[0.206, 0.317, 0.405, 0.447])
+    assert alarms.catastrophic_overfitting(co, cfg).epoch == 2  # 0.023 <= 0.129 / 4
+    wobble = rows(heldout_pgd_acc=[0.211, 0.105, 0.164, 0.113], train_adv_acc=[0.201, 0.338, 0.410, 0.476])
+    assert alarms.catastrophic_overfitting(wobble, {"strategy": "fast"}) is None
+    near_zero = rows(heldout_pgd_acc=[0.04, 0.01], train_adv_acc=[0.2, 0.4])
+    assert alarms.catastrophic_overfitting(near_zero, cfg) is None  # a quarter, but only 0.03 down: noise

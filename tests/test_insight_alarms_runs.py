@@ -76,3 +76,25 @@ def test_healthy_runs_raise_nothing(tiny_runs, tmp_path):
             (tmp_path, "dyn4")]:
         assert alarms.check(runs_dir / run) == [], run
         assert alarm_events(runs_dir, run) == {}, run
+
+
+FGSM_RUN = ["--preset", "quick", "--epochs", "4", "--eps", "0.3", "--lr", "0.05", "--heldout", "256",
+            "--eval-n", "128", "--no-eval-at-end", "--quiet"]
+
+
+def test_fgsm_training_that_collapses_raises_catastrophic_overfitting_and_fast_stays_quiet(tmp_path):
+    """FGSM (no random start, step eps) on every epoch of 4,000 real digits at eps 0.3 and lr 0.05: the
+    model learns the FGSM examples (their accuracy doubles) while held-out PGD accuracy falls to ~0,
+    Wong et al.'s catastrophic overfitting. The same run with their fix (fast: random start, step
+    1.25 eps) wobbles but does not collapse."""
+    from trainer import run
+
+    assert run.main([*FGSM_RUN, "--strategy", "fgsm-pgd", "--fgsm-epochs", "4", "--name", "co",
+                     "--runs-dir", str(tmp_path)]) == 0
+    found = {a.kind: a for a in alarms.check(tmp_path / "co")}
+    co = found["catastrophic_overfitting"]
+    assert co.epoch >= 2 and "trained with FGSM" in co.evidence and co.checkpoint == "best"
+    assert "catastrophic_overfitting" in alarm_events(tmp_path, "co")  # written by the trainer too
+
+    assert run.main([*FGSM_RUN, "--strategy", "fast", "--name", "fast", "--runs-dir", str(tmp_path)]) == 0
+    assert "catastrophic_overfitting" not in {a.kind for a in alarms.check(tmp_path / "fast")}

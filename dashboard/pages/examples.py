@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard import queries, ui
+from dashboard import charts, queries, ui
 from store import datasets, insight
 from store import runs as store_runs
 
@@ -112,11 +112,7 @@ def _charts() -> None:
                       height=320, xaxis_type="category")
     a.plotly_chart(fig, key="ex_forgetting")
     per = queries.load(RD, queries.forgetting_per_epoch, run)
-    fig = go.Figure([go.Scatter(x=per["epoch"], y=per[c], name=c.replace("_", " "), mode="lines+markers")
-                     for c in ("forgotten", "never_learned", "unforgettable")])
-    fig.update_layout(title="Share of examples per epoch", xaxis_title="epoch", yaxis_title="share", height=320,
-                      yaxis_range=[0, 1])
-    b.plotly_chart(fig, key="ex_per_epoch")
+    b.plotly_chart(charts.forgetting_shares(per, f"ex-forget-{run}", "Share of examples per epoch"), key="ex_per_epoch")
 
 
 def _picked():

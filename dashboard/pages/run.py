@@ -165,7 +165,7 @@ def live() -> None:
     h = heads.loc[run] if run in heads.index else None
     finished = set(ep["epoch"].tolist())
     live_epochs = [e for e in have if e not in finished]  # rows logged, summary not yet written
-    slots = [st.container() for _ in range(8)]  # fixed slots: charts keep their place (and zoom)
+    slots = [st.container() for _ in range(9)]  # fixed slots: charts keep their place (and zoom)
     with slots[0]:
         st.markdown(f"**{run}**: {strategy} on {r['dataset']} ({r['model']}), eps {r['eps']:.4g}; "
                     f"state **{r['state']}**, {r['epochs_done']}/{total} epochs done. {r['message'] or ''}")
@@ -212,7 +212,13 @@ def live() -> None:
     else:
         title = f"Trajectories, epoch {at}" + (" (live, partial)" if at in live_epochs else "")
         b.plotly_chart(charts.trajectories(traj, f"traj-{run}", title=title), key="run_traj", width="stretch")
-    with slots[7].expander("Events (starts, control changes, stops)"):
+    per = queries.load(RD, queries.forgetting_per_epoch, run)
+    if len(per) < 2:
+        slots[7].caption("Forgetting shares appear from the second epoch (a forgetting event is correct at one "
+                         "epoch, wrong at the next).")
+    else:
+        slots[7].plotly_chart(charts.forgetting_shares(per, f"forget-{run}"), key="run_forgetting", width="stretch")
+    with slots[8].expander("Events (starts, control changes, stops)"):
         st.dataframe(queries.load(RD, queries.events, run), hide_index=True, key="run_events")
 
 
