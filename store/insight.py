@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from store import files, runs
+from store import checked, files, runs
 from store.writer import write_parquet_atomic
 
 DIR = "insight"
@@ -281,8 +281,12 @@ def logged_epochs(run_dir: Path) -> list[int]:
 
 
 def _raw_scan(run_dir: Path, epochs: list[int]) -> tuple[str, bool]:
-    """(a relation over the run's examples rows of ``epochs``, whether p_true is logged)."""
-    paths = [p for e in epochs for p in files.epoch_files(runs.epoch_dir(run_dir, "examples", e))]
+    """(a relation over the run's examples rows of ``epochs``, whether p_true is logged). Only files
+    the store's file check passes are read (a damaged, foreign or linked-out file is left out, as the
+    views leave it out), so one bad file costs its rows, not the page."""
+    check = checked.FileCheck(Path(run_dir).parent)
+    paths = [real for e in epochs for p in files.epoch_files(runs.epoch_dir(run_dir, "examples", e))
+             if (real := check.check("examples", p)[0]) is not None]
     if not paths:
         return ("(SELECT NULL::INTEGER AS idx, NULL::INTEGER AS epoch, NULL::BOOLEAN AS correct, "
                 "NULL::FLOAT AS loss, NULL::FLOAT AS fosc, NULL::SMALLINT AS steps WHERE false)"), False

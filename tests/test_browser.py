@@ -296,16 +296,7 @@ def test_the_dashboard_a_researcher_uses(prepared):
             # Zoom into the density and the schedule; auto-refreshes (every 5 s) keep the zoom.
             zoomed = {}
             for title in ("FOSC density", "FOSC vs the schedule c_t"):
-                chart = _chart(page, title)
-                chart.scroll_into_view_if_needed()
-                box = chart.locator(".nsewdrag").first.bounding_box()
-                y = box["y"] + box["height"] / 2
-                page.mouse.move(box["x"] + box["width"] * 0.3, y)
-                page.mouse.down()
-                page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
-                page.mouse.up()
-                page.wait_for_timeout(500)
-                zoomed[title] = _xrange(chart)
+                zoomed[title] = _drag_zoom(page, _chart(page, title))
             assert zoomed["FOSC density"] != _full_range(page, "FOSC density")
             page.wait_for_timeout(11_000)  # two refreshes of the live fragment
             _settle(page)
@@ -314,14 +305,7 @@ def test_the_dashboard_a_researcher_uses(prepared):
             # A new epoch arrives (a real resume): the page follows it by itself (that the zoom also
             # survives new data is tests/test_browser_zoom.py).
             before = [n for n, _ in _traces(_chart(page, "FOSC density"))]
-            resume = subprocess.run(
-                [sys.executable, "-m", "trainer.run", "--resume", "tiny-dynamic", "--runs-dir", str(runs_dir),
-                 "--epochs", "3", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
-            assert resume.returncode == 0, resume.stderr[-2000:]
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || [])"
-                ".some(t => t.name === 'epoch 2'))", timeout=120_000)
+            resume_to_a_third_epoch(page, runs_dir, "tiny-dynamic")
             _settle(page)
             after = [n for n, _ in _traces(_chart(page, "FOSC density"))]
             assert before == ["epoch 0", "epoch 1"] and after == ["epoch 0", "epoch 1", "epoch 2"]
@@ -362,6 +346,32 @@ def _grid_text(page, has: str) -> str:
         parts.append(grid.text_content())
     scroller.evaluate("e => e.scrollLeft = 0")
     return " ".join(parts)
+
+
+def resume_to_a_third_epoch(page, runs_dir: Path, run: str) -> None:
+    """New data, as a live run brings it: a real resume trains epoch 2 of ``run`` while the page
+    refreshes by itself; returns once the page draws epoch 2's density."""
+    resume = subprocess.run(
+        [sys.executable, "-m", "trainer.run", "--resume", run, "--runs-dir", str(runs_dir), "--epochs", "3",
+         "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+    assert resume.returncode == 0, resume.stderr[-2000:]
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || [])"
+        ".some(t => t.name === 'epoch 2'))", timeout=120_000)
+
+
+def _drag_zoom(page, chart) -> list[float]:
+    """Zoom the x axis by dragging across 30-60 % of the plot area, like a user."""
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    return _xrange(chart)
 
 
 def _full_range(page, title: str) -> list[float]:

@@ -107,9 +107,13 @@ def test_run_page_draws_the_chosen_epochs_and_the_schedule(tiny_runs, monkeypatc
     figs = figures(at)
     dens = figs["FOSC density, tiny-dynamic"]
     assert [t.name for t in dens.data] == ["epoch 0", "epoch 1"]  # following the latest: both epochs
-    # The charts whose data grows are live charts (they keep the user's zoom while it grows), keyed.
-    assert live_charts(at) == {"run_density": "FOSC density, tiny-dynamic", "run_schedule": "FOSC vs the schedule c_t",
-                               "run_batches": "training loss per batch"}
+    # The Run page's charts are live charts (they keep the user's zoom while their data grows), keyed.
+    shown = live_charts(at)
+    assert {k: shown[k] for k in ("run_density", "run_schedule", "run_batches")} == {
+        "run_density": "FOSC density, tiny-dynamic", "run_schedule": "FOSC vs the schedule c_t",
+        "run_batches": "training loss per batch"}
+    assert {"run_steps", "run_lossacc", "run_below", "run_bins", "run_traj", "run_forgetting"} <= set(shown)
+    assert not at.get("plotly_chart")  # none left to lose its zoom on a refresh
     assert [el.proto.component_name for el in at.get("bidi_component")].count(live_chart.LOADER) == 1
     with store.open(tiny_runs) as con:
         ep = con.query_df("SELECT * FROM epochs WHERE run = 'tiny-dynamic' ORDER BY epoch")

@@ -110,7 +110,7 @@ def schedule_and_steps(a, b, ep, steps, total: int) -> None:
         b.caption(f"No PGD-steps chart: every example took the same {k} steps in every epoch "
                   f"(the {strategy} strategy never stops PGD early). Mean steps: see the tiles above.")
     else:
-        b.plotly_chart(charts.steps_per_epoch(steps, ep, f"steps-{run}"), key="run_steps", width="stretch")
+        live_chart(b, charts.steps_per_epoch(steps, ep, f"steps-{run}"), key="run_steps")
 
 
 def per_batch(slot, live: list[int]) -> None:
@@ -192,18 +192,17 @@ def live() -> None:
         a, b = slots[3].columns(2)
         schedule_and_steps(a, b, ep, queries.load(RD, queries.steps_hist, run), total)
         a, b = slots[4].columns([2, 1])
-        a.plotly_chart(charts.loss_accuracy(ep, f"lossacc-{run}", adversarial=ADVERSARIAL), key="run_lossacc",
-                       width="stretch")
+        live_chart(a, charts.loss_accuracy(ep, f"lossacc-{run}", adversarial=ADVERSARIAL), key="run_lossacc")
         if ep["below_ct"].notna().any():
-            b.plotly_chart(charts.below_ct(ep, f"below-{run}"), key="run_below", width="stretch")
+            live_chart(b, charts.below_ct(ep, f"below-{run}"), key="run_below")
         else:
             b.caption("No share-below-c_t chart: only Dynamic runs have a schedule c_t.")
     per_batch(slots[5], live_epochs)
     at = have[-1] if detail == "latest" or detail not in have else detail
     a, b = slots[6].columns(2)
     bins = queries.load(RD, queries.fosc_bins, run, at)
-    a.plotly_chart(charts.fosc_bins(bins, f"bins-{run}", epoch=at, adversarial=ADVERSARIAL,
-                                    partial=at in live_epochs), key="run_bins", width="stretch")
+    live_chart(a, charts.fosc_bins(bins, f"bins-{run}", epoch=at, adversarial=ADVERSARIAL, partial=at in live_epochs),
+               key="run_bins")
     traj = queries.load(RD, queries.trajectories, run, at)
     if traj.empty:
         b.caption(f"No per-step trajectories for epoch {at}: " + (
@@ -211,13 +210,13 @@ def live() -> None:
             "the run records --trajectory-examples per epoch; none were recorded."))
     else:
         title = f"Trajectories, epoch {at}" + (" (live, partial)" if at in live_epochs else "")
-        b.plotly_chart(charts.trajectories(traj, f"traj-{run}", title=title), key="run_traj", width="stretch")
+        live_chart(b, charts.trajectories(traj, f"traj-{run}", title=title), key="run_traj")
     per = queries.load(RD, queries.forgetting_per_epoch, run)
     if len(per) < 2:
         slots[7].caption("Forgetting shares appear from the second epoch (a forgetting event is correct at one "
                          "epoch, wrong at the next).")
     else:
-        slots[7].plotly_chart(charts.forgetting_shares(per, f"forget-{run}"), key="run_forgetting", width="stretch")
+        live_chart(slots[7], charts.forgetting_shares(per, f"forget-{run}"), key="run_forgetting")
     with slots[8].expander("Events (starts, control changes, stops)"):
         st.dataframe(queries.load(RD, queries.events, run), hide_index=True, key="run_events")
 
