@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,23 @@ def launch_chromium(p):
         "--disable-extensions", "--no-first-run"])
 
 
+@contextmanager
+def browser_page(width: int, height: int):
+    """A page of Debian's Chromium at this viewport and the page errors it raised (each test asserts
+    there were none, after the browser is closed)."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, errors
+        finally:
+            browser.close()
+
+
 def _settle(page, timeout_ms: int = 60_000) -> None:
     """Wait until the script has finished and the page stopped changing (elements land ~200 ms late)."""
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -111,76 +129,67 @@ def _settle(page, timeout_ms: int = 60_000) -> None:
 
 
 def test_launch_from_the_form_then_watch_its_fosc_chart(dashboard):
-    from playwright.sync_api import sync_playwright
-
     url, runs_dir = dashboard
     ARTIFACTS.mkdir(exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            _settle(page)
-            assert "No runs in" in page.inner_text('[data-testid="stAlert"]')  # the empty state
-            assert str(runs_dir) in page.inner_text('[data-testid="stSidebar"]')  # the --runs-dir flag won
+    with browser_page(1400, 1000) as (page, errors):
+        page.goto(url)
+        _settle(page)
+        assert "No runs in" in page.inner_text('[data-testid="stAlert"]')  # the empty state
+        assert str(runs_dir) in page.inner_text('[data-testid="stSidebar"]')  # the --runs-dir flag won
 
-            page.get_by_label("Name").fill(RUN)
-            # Enough epochs that it is surely still training when Stop is tried (a fast machine ran
-            # 2 epochs of 256 digits before the button was reached); the test stops it at the end.
-            page.get_by_label("epochs").fill("200")
-            page.get_by_text("Size (for a quick try)").click()
-            for label, value in (("n-train", "256"), ("held-out", "64"), ("eval-n", "64")):
-                page.get_by_label(label, exact=True).fill(value)
-            page.get_by_text("evaluate at the end").click()
-            page.get_by_role("button", name="Start run").click()
-            _settle(page)
-            assert f"started {RUN}" in page.inner_text('[data-testid="stMain"]'), page.inner_text('[data-testid="stMain"]')
+        page.get_by_label("Name").fill(RUN)
+        # Enough epochs that it is surely still training when Stop is tried (a fast machine ran
+        # 2 epochs of 256 digits before the button was reached); the test stops it at the end.
+        page.get_by_label("epochs").fill("200")
+        page.get_by_text("Size (for a quick try)").click()
+        for label, value in (("n-train", "256"), ("held-out", "64"), ("eval-n", "64")):
+            page.get_by_label(label, exact=True).fill(value)
+        page.get_by_text("evaluate at the end").click()
+        page.get_by_role("button", name="Start run").click()
+        _settle(page)
+        assert f"started {RUN}" in page.inner_text('[data-testid="stMain"]'), page.inner_text('[data-testid="stMain"]')
 
-            # The runs table refreshes by itself (every 5 s) and lists the run once its trainer made its folder.
-            # (The grid draws on a canvas; its accessible copy holds the cells' text.)
-            page.wait_for_function(
-                "name => [...document.querySelectorAll('[data-testid=\"stDataFrame\"]')]"
-                ".some(e => e.textContent.includes(name))", arg=RUN, timeout=180_000)
-            _settle(page)
-            assert (runs_dir / RUN / "job.json").is_file() or (runs_dir / ".jobs" / f"{RUN}.json").is_file()
-            page.wait_for_timeout(6_000)  # one more refresh of the live table: the feedback is still there
-            _settle(page)
-            assert f"started {RUN}" in _main(page), _main(page)
+        # The runs table refreshes by itself (every 5 s) and lists the run once its trainer made its folder.
+        # (The grid draws on a canvas; its accessible copy holds the cells' text.)
+        page.wait_for_function(
+            "name => [...document.querySelectorAll('[data-testid=\"stDataFrame\"]')]"
+            ".some(e => e.textContent.includes(name))", arg=RUN, timeout=180_000)
+        _settle(page)
+        assert (runs_dir / RUN / "job.json").is_file() or (runs_dir / ".jobs" / f"{RUN}.json").is_file()
+        page.wait_for_timeout(6_000)  # one more refresh of the live table: the feedback is still there
+        _settle(page)
+        assert f"started {RUN}" in _main(page), _main(page)
 
-            # Stop asks first, and Cancel leaves the run alone (it is still training: 200 epochs).
-            page.get_by_role("button", name="Stop this run...").click()
-            _settle(page)
-            assert f"Stop {RUN}?" in _main(page)
-            page.get_by_role("button", name="Cancel").click()
-            _settle(page)
-            assert f"Stop {RUN}?" not in _main(page) and page.get_by_role("button", name="Stop this run...").count()
+        # Stop asks first, and Cancel leaves the run alone (it is still training: 200 epochs).
+        page.get_by_role("button", name="Stop this run...").click()
+        _settle(page)
+        assert f"Stop {RUN}?" in _main(page)
+        page.get_by_role("button", name="Cancel").click()
+        _settle(page)
+        assert f"Stop {RUN}?" not in _main(page) and page.get_by_role("button", name="Stop this run...").count()
 
-            page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=re.compile(r"^\s*Run\s*$")).click()
-            _settle(page)
-            chart = page.locator('[data-testid="stPlotlyChart"]', has=page.locator(".js-plotly-plot .main-svg"))
-            chart.first.wait_for(timeout=240_000)  # rows land at the epoch's end; the page refreshes by itself
-            _settle(page)
-            text = page.inner_text('[data-testid="stMain"]')
-            assert RUN in text and "FOSC density" in text
-            page.set_viewport_size({"width": 1400, "height": 2600})  # Streamlit scrolls inside a div
-            _settle(page)
-            page.screenshot(path=str(ARTIFACTS / "dashboard-run-page.png"))
-            assert not page.locator('[data-testid="stException"]').count()
+        page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=re.compile(r"^\s*Run\s*$")).click()
+        _settle(page)
+        chart = page.locator('[data-testid="stPlotlyChart"]', has=page.locator(".js-plotly-plot .main-svg"))
+        chart.first.wait_for(timeout=240_000)  # rows land at the epoch's end; the page refreshes by itself
+        _settle(page)
+        text = page.inner_text('[data-testid="stMain"]')
+        assert RUN in text and "FOSC density" in text
+        page.set_viewport_size({"width": 1400, "height": 2600})  # Streamlit scrolls inside a div
+        _settle(page)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-run-page.png"))
+        assert not page.locator('[data-testid="stException"]').count()
 
-            # Back on Runs, Stop for real: the trainer ends its batch, saves and is marked stopped.
-            page.set_viewport_size({"width": 1400, "height": 1000})
-            _nav(page, "Runs")
-            page.get_by_role("button", name="Stop this run...").click()
-            _settle(page)
-            page.get_by_role("button", name="Yes, stop it").click()
-            _settle(page)
-            assert f"{RUN} stopped" in _main(page), _main(page)
-            from store import runs as store_runs
-            assert store_runs.read_status(runs_dir / RUN)["state"] == "stopped"
-        finally:
-            browser.close()
+        # Back on Runs, Stop for real: the trainer ends its batch, saves and is marked stopped.
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        _nav(page, "Runs")
+        page.get_by_role("button", name="Stop this run...").click()
+        _settle(page)
+        page.get_by_role("button", name="Yes, stop it").click()
+        _settle(page)
+        assert f"{RUN} stopped" in _main(page), _main(page)
+        from store import runs as store_runs
+        assert store_runs.read_status(runs_dir / RUN)["state"] == "stopped"
     assert not errors, errors
 
 
@@ -245,91 +254,83 @@ def _shot(page, name: str, height: int = 2400) -> None:
 def test_the_dashboard_a_researcher_uses(prepared):
     """Deep links, the headline with its sources, a partial evaluation marked, config columns and a
     filter, no clipped control at 1280x800, fixed run colours, and zoom kept while a new epoch arrives."""
-    from playwright.sync_api import sync_playwright
 
     url, runs_dir = prepared
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.on("pageerror", lambda e: errors.append(str(e)))
+    with browser_page(1280, 800) as (page, errors):
 
-            # Runs: config columns, the headline's sources, the partial evaluation, a filter; nothing clipped.
-            _goto(page, url)
-            assert not page.locator('[data-testid="stAppDeployButton"]').count()  # no Deploy button
-            text = _grid_text(page, "tiny-dynamic")
-            for header in ("held-out PGD trend", "step size", "c_max", "data size", "ETA"):
-                assert header in text, header
-            assert "PGD-10 (eps/4), eps 0.3, n=128 (partial: no PGD-20 (eps/4))" in text  # tiny-standard's cut-short evaluation
-            assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
-            page.get_by_label("Search run, tag or note").fill("unsecured")
-            page.keyboard.press("Enter")
-            _settle(page)
-            text = page.locator('[data-testid="stDataFrame"]').filter(has_text="tiny-unsecured").first.text_content()
-            assert "tiny-dynamic" not in text and "1 of 3 runs" in _main(page)
-            _shot(page, "dashboard-runs.png", 1600)
+        # Runs: config columns, the headline's sources, the partial evaluation, a filter; nothing clipped.
+        _goto(page, url)
+        assert not page.locator('[data-testid="stAppDeployButton"]').count()  # no Deploy button
+        text = _grid_text(page, "tiny-dynamic")
+        for header in ("held-out PGD trend", "step size", "c_max", "data size", "ETA"):
+            assert header in text, header
+        assert "PGD-10 (eps/4), eps 0.3, n=128 (partial: no PGD-20 (eps/4))" in text  # tiny-standard's cut-short evaluation
+        assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
+        page.get_by_label("Search run, tag or note").fill("unsecured")
+        page.keyboard.press("Enter")
+        _settle(page)
+        text = page.locator('[data-testid="stDataFrame"]').filter(has_text="tiny-unsecured").first.text_content()
+        assert "tiny-dynamic" not in text and "1 of 3 runs" in _main(page)
+        _shot(page, "dashboard-runs.png", 1600)
 
-            # Compare through a deep link; each run keeps its colour whatever else is chosen.
-            page.set_viewport_size({"width": 1280, "height": 800})
-            _goto(page, url + "/?runs=tiny-dynamic,tiny-standard")
-            assert "Compare runs" in _main(page)
-            first = dict(_traces(_chart(page, "held-out PGD accuracy")))
-            assert set(first) == {"tiny-dynamic", "tiny-standard"}
-            assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
-            _goto(page, url + "/?runs=tiny-unsecured,tiny-dynamic")
-            second = dict(_traces(_chart(page, "held-out PGD accuracy")))
-            assert second["tiny-dynamic"] == first["tiny-dynamic"] and len(set(second.values())) == 2
-            assert "partial: no PGD-20 (eps/4), CW-inf-30 (eps/4)" not in _main(page)  # tiny-standard is not chosen now
-            _shot(page, "dashboard-compare.png", 2200)
+        # Compare through a deep link; each run keeps its colour whatever else is chosen.
+        page.set_viewport_size({"width": 1280, "height": 800})
+        _goto(page, url + "/?runs=tiny-dynamic,tiny-standard")
+        assert "Compare runs" in _main(page)
+        first = dict(_traces(_chart(page, "held-out PGD accuracy")))
+        assert set(first) == {"tiny-dynamic", "tiny-standard"}
+        assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
+        _goto(page, url + "/?runs=tiny-unsecured,tiny-dynamic")
+        second = dict(_traces(_chart(page, "held-out PGD accuracy")))
+        assert second["tiny-dynamic"] == first["tiny-dynamic"] and len(set(second.values())) == 2
+        assert "partial: no PGD-20 (eps/4), CW-inf-30 (eps/4)" not in _main(page)  # tiny-standard is not chosen now
+        _shot(page, "dashboard-compare.png", 2200)
 
-            # The Run page through ?run=: the named run, not the newest; nothing clipped at 1280x800.
-            page.set_viewport_size({"width": 1280, "height": 800})
-            _goto(page, url + "/?run=tiny-standard")
-            assert "tiny-standard: standard on mnist-demo" in _main(page)
-            assert "test PGD (partial)" in _main(page)
-            assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
-            _goto(page, url + "/?run=tiny-dynamic")
-            assert "tiny-dynamic: dynamic on mnist-demo" in _main(page)
-            _chart(page, "FOSC density").wait_for(timeout=60_000)
+        # The Run page through ?run=: the named run, not the newest; nothing clipped at 1280x800.
+        page.set_viewport_size({"width": 1280, "height": 800})
+        _goto(page, url + "/?run=tiny-standard")
+        assert "tiny-standard: standard on mnist-demo" in _main(page)
+        assert "test PGD (partial)" in _main(page)
+        assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
+        _goto(page, url + "/?run=tiny-dynamic")
+        assert "tiny-dynamic: dynamic on mnist-demo" in _main(page)
+        _chart(page, "FOSC density").wait_for(timeout=60_000)
 
-            # Zoom into the density and the schedule; auto-refreshes (every 5 s) keep the zoom.
-            zoomed = {}
-            for title in ("FOSC density", "FOSC vs the schedule c_t"):
-                zoomed[title] = _drag_zoom(page, _chart(page, title))
-            assert zoomed["FOSC density"] != _full_range(page, "FOSC density")
-            page.wait_for_timeout(11_000)  # two refreshes of the live fragment
-            _settle(page)
-            for title, rng in zoomed.items():
-                assert _xrange(_chart(page, title)) == pytest.approx(rng), title  # the user's zoom survived
-            # A new epoch arrives (a real resume): the page follows it by itself (that the zoom also
-            # survives new data is tests/test_browser_zoom.py).
-            before = [n for n, _ in _traces(_chart(page, "FOSC density"))]
-            resume_to_a_third_epoch(page, runs_dir, "tiny-dynamic")
-            _settle(page)
-            after = [n for n, _ in _traces(_chart(page, "FOSC density"))]
-            assert before == ["epoch 0", "epoch 1"] and after == ["epoch 0", "epoch 1", "epoch 2"]
-            assert "3/3 epochs done" in _main(page)
-            _shot(page, "dashboard-run.png", 3400)
-            page.emulate_media(color_scheme="dark")
-            _goto(page, url + "/?run=tiny-dynamic")
-            page.set_viewport_size({"width": 1400, "height": 3400})
-            _chart(page, "Trajectories").wait_for(timeout=60_000)  # the last chart drawn: not a skeleton
-            _shot(page, "dashboard-run-dark.png", 3400)
+        # Zoom into the density and the schedule; auto-refreshes (every 5 s) keep the zoom.
+        zoomed = {}
+        for title in ("FOSC density", "FOSC vs the schedule c_t"):
+            zoomed[title] = _drag_zoom(page, _chart(page, title))
+        assert zoomed["FOSC density"] != _full_range(page, "FOSC density")
+        page.wait_for_timeout(11_000)  # two refreshes of the live fragment
+        _settle(page)
+        for title, rng in zoomed.items():
+            assert _xrange(_chart(page, title)) == pytest.approx(rng), title  # the user's zoom survived
+        # A new epoch arrives (a real resume): the page follows it by itself (that the zoom also
+        # survives new data is tests/test_browser_zoom.py).
+        before = [n for n, _ in _traces(_chart(page, "FOSC density"))]
+        resume_to_a_third_epoch(page, runs_dir, "tiny-dynamic")
+        _settle(page)
+        after = [n for n, _ in _traces(_chart(page, "FOSC density"))]
+        assert before == ["epoch 0", "epoch 1"] and after == ["epoch 0", "epoch 1", "epoch 2"]
+        assert "3/3 epochs done" in _main(page)
+        _shot(page, "dashboard-run.png", 3400)
+        page.emulate_media(color_scheme="dark")
+        _goto(page, url + "/?run=tiny-dynamic")
+        page.set_viewport_size({"width": 1400, "height": 3400})
+        _chart(page, "Trajectories").wait_for(timeout=60_000)  # the last chart drawn: not a skeleton
+        _shot(page, "dashboard-run-dark.png", 3400)
 
-            # SQL: Ctrl+Enter runs the query.
-            page.set_viewport_size({"width": 1280, "height": 800})
-            page.emulate_media(color_scheme="light")
-            _nav(page, "SQL")
-            assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
-            area = page.get_by_role("textbox", name="Query")
-            area.fill("SELECT run, count(*) AS n FROM epochs GROUP BY run ORDER BY run")
-            area.press("Control+Enter")
-            _settle(page)
-            assert "tiny-dynamic" in page.locator('[data-testid="stDataFrame"]').first.text_content()
-            assert not page.locator('[data-testid="stException"]').count()
-        finally:
-            browser.close()
+        # SQL: Ctrl+Enter runs the query.
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.emulate_media(color_scheme="light")
+        _nav(page, "SQL")
+        assert not page.evaluate(CLIPPED_JS), page.evaluate(CLIPPED_JS)
+        area = page.get_by_role("textbox", name="Query")
+        area.fill("SELECT run, count(*) AS n FROM epochs GROUP BY run ORDER BY run")
+        area.press("Control+Enter")
+        _settle(page)
+        assert "tiny-dynamic" in page.locator('[data-testid="stDataFrame"]').first.text_content()
+        assert not page.locator('[data-testid="stException"]').count()
     assert not errors, errors
 
 

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from tests.test_browser import (ARTIFACTS, _chart, _drag_zoom, _goto, _serve, _settle, _traces, _xrange,
-                                launch_chromium, resume_to_a_third_epoch)
+                                browser_page, resume_to_a_third_epoch)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUN = "tiny-dynamic"
@@ -75,54 +75,45 @@ def _visible(chart) -> list:
 
 
 def test_zoom_and_hidden_traces_survive_a_new_epoch(served):
-    from playwright.sync_api import sync_playwright
-
     url, runs_dir = served
-    errors: list[str] = []
     wire = Wire()
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("websocket", lambda ws: ws.on("framereceived", wire.frame))
-            _goto(page, url + f"/?run={RUN}")
-            density = _chart(page, "FOSC density")
-            density.wait_for(timeout=60_000)
-            assert [n for n, _ in _traces(density)] == ["epoch 0", "epoch 1"]
+    with browser_page(1280, 1600) as (page, errors):
+        page.on("websocket", lambda ws: ws.on("framereceived", wire.frame))
+        _goto(page, url + f"/?run={RUN}")
+        density = _chart(page, "FOSC density")
+        density.wait_for(timeout=60_000)
+        assert [n for n, _ in _traces(density)] == ["epoch 0", "epoch 1"]
 
-            # The user's view: the density and the schedule zoomed, the density's epoch 0 hidden (legend click).
-            zoomed = {title: _drag_zoom(page, _chart(page, title)) for title in ("FOSC density",
-                                                                                 "FOSC vs the schedule c_t")}
-            for title, rng in zoomed.items():
-                full = _full_range(_chart(page, title))
-                assert full[0] < rng[0] < rng[1] < full[1], (title, rng, full)  # a real zoom, inside the data
-            density.locator(".legend .traces").first.locator(".legendtoggle").click()
-            page.wait_for_timeout(1000)  # Plotly waits for a possible double click
-            assert _visible(density) == ["legendonly", True]
-            loaded = len(wire.runs)
+        # The user's view: the density and the schedule zoomed, the density's epoch 0 hidden (legend click).
+        zoomed = {title: _drag_zoom(page, _chart(page, title)) for title in ("FOSC density",
+                                                                             "FOSC vs the schedule c_t")}
+        for title, rng in zoomed.items():
+            full = _full_range(_chart(page, title))
+            assert full[0] < rng[0] < rng[1] < full[1], (title, rng, full)  # a real zoom, inside the data
+        density.locator(".legend .traces").first.locator(".legendtoggle").click()
+        page.wait_for_timeout(1000)  # Plotly waits for a possible double click
+        assert _visible(density) == ["legendonly", True]
+        loaded = len(wire.runs)
 
-            # New data: a real resume trains epoch 2 into the run's folder while the page refreshes every 5 s.
-            resume_to_a_third_epoch(page, runs_dir, RUN)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || [])"
-                ".some(t => t.name === 'c_t (logged)') && g._fullData.some(t => t.name === 'c_t (logged)'"
-                " && Array.from(t.x).length === 3))", timeout=60_000)
-            _settle(page)
-            assert "3/3 epochs done" in page.inner_text('[data-testid="stMain"]')
+        # New data: a real resume trains epoch 2 into the run's folder while the page refreshes every 5 s.
+        resume_to_a_third_epoch(page, runs_dir, RUN)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || [])"
+            ".some(t => t.name === 'c_t (logged)') && g._fullData.some(t => t.name === 'c_t (logged)'"
+            " && Array.from(t.x).length === 3))", timeout=60_000)
+        _settle(page)
+        assert "3/3 epochs done" in page.inner_text('[data-testid="stMain"]')
 
-            density = _chart(page, "FOSC density")
-            assert [n for n, _ in _traces(density)] == ["epoch 0", "epoch 1", "epoch 2"]  # the new epoch is drawn
-            assert _xrange(density) == pytest.approx(zoomed["FOSC density"])  # ... in the user's zoom
-            # The schedule's figure sets its own x range (over the planned epochs), which this resume extended
-            # from 2 to 3 epochs: the new epoch must be in view (where its left end lands, the user's zoom or
-            # the figure's -0.5, has been seen both ways, so it is not asserted).
-            assert _xrange(_chart(page, "FOSC vs the schedule c_t"))[1] == pytest.approx(2.5)
-            assert _visible(density) == ["legendonly", True, True]  # ... and epoch 0 still hidden
-            page.wait_for_timeout(6_000)  # one more quiet refresh
-            refreshes = wire.runs[loaded:]
-        finally:
-            browser.close()
+        density = _chart(page, "FOSC density")
+        assert [n for n, _ in _traces(density)] == ["epoch 0", "epoch 1", "epoch 2"]  # the new epoch is drawn
+        assert _xrange(density) == pytest.approx(zoomed["FOSC density"])  # ... in the user's zoom
+        # The schedule's figure sets its own x range (over the planned epochs), which this resume extended
+        # from 2 to 3 epochs: the new epoch must be in view (where its left end lands, the user's zoom or
+        # the figure's -0.5, has been seen both ways, so it is not asserted).
+        assert _xrange(_chart(page, "FOSC vs the schedule c_t"))[1] == pytest.approx(2.5)
+        assert _visible(density) == ["legendonly", True, True]  # ... and epoch 0 still hidden
+        page.wait_for_timeout(6_000)  # one more quiet refresh
+        refreshes = wire.runs[loaded:]
     assert not errors, errors
 
     # What was sent: plotly.js once, with the page's first run; every refresh sends it as a reference only.

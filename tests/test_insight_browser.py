@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import tiny_run
-from tests.test_browser import (ARTIFACTS, CHROMIUM, ROOT, _free_port, _healthy, _settle, launch_chromium,
+from tests.test_browser import (ARTIFACTS, CHROMIUM, ROOT, _free_port, _healthy, _settle, browser_page,
                                 stop_server)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -50,53 +50,44 @@ def _chart(page, title: str):
 
 
 def test_from_a_bin_to_its_examples_and_from_an_image_to_its_history(app):
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 2400})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(app)
-            _settle(page)
-            page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=re.compile(r"^\s*Examples\s*$")).click()
-            _settle(page)
-            main = page.locator('[data-testid="stMain"]')
+    with browser_page(1500, 2400) as (page, errors):
+        page.goto(app)
+        _settle(page)
+        page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=re.compile(r"^\s*Examples\s*$")).click()
+        _settle(page)
+        main = page.locator('[data-testid="stMain"]')
 
-            # a density bin of the data map -> the examples inside it
-            dm = _chart(page, "Data map")
-            dm.locator("path.point").first.click(force=True)
-            _settle(page)
-            assert "in the clicked data-map bin" in main.inner_text()
-            n_bin = int(re.search(r"\((\d+) examples\)", main.inner_text()).group(1))
-            want = min(n_bin, 16)
-            for _ in range(50):  # the previous grid's images leave the page a moment after the new text lands
-                if page.locator('[data-testid="stImage"]').count() == want:
-                    break
-                page.wait_for_timeout(200)
-            assert page.locator('[data-testid="stImage"]').count() == want
+        # a density bin of the data map -> the examples inside it
+        dm = _chart(page, "Data map")
+        dm.locator("path.point").first.click(force=True)
+        _settle(page)
+        assert "in the clicked data-map bin" in main.inner_text()
+        n_bin = int(re.search(r"\((\d+) examples\)", main.inner_text()).group(1))
+        want = min(n_bin, 16)
+        for _ in range(50):  # the previous grid's images leave the page a moment after the new text lands
+            if page.locator('[data-testid="stImage"]').count() == want:
+                break
+            page.wait_for_timeout(200)
+        assert page.locator('[data-testid="stImage"]').count() == want
 
-            # an image -> its history
-            first = page.get_by_role("button", name=re.compile(r"^history of #\d+$")).first
-            idx = re.search(r"#(\d+)", first.inner_text()).group(1)
-            first.click()
-            _settle(page)
-            assert f"#{idx} of {RUN}" in main.inner_text()
-            _chart(page, f"Example {idx} of {RUN}, epoch by epoch")
-            assert f"idx={idx}" in page.url and f"run={RUN}" in page.url
-            page.screenshot(path=str(ARTIFACTS / "insight-example.png"))
+        # an image -> its history
+        first = page.get_by_role("button", name=re.compile(r"^history of #\d+$")).first
+        idx = re.search(r"#(\d+)", first.inner_text()).group(1)
+        first.click()
+        _settle(page)
+        assert f"#{idx} of {RUN}" in main.inner_text()
+        _chart(page, f"Example {idx} of {RUN}, epoch by epoch")
+        assert f"idx={idx}" in page.url and f"run={RUN}" in page.url
+        page.screenshot(path=str(ARTIFACTS / "insight-example.png"))
 
-            # a Fig. 1a bin -> that bin's examples
-            page.get_by_role("button", name="Back to the examples").click()
-            _settle(page)
-            bars = _chart(page, "Fig. 1a")
-            bars.locator(".bars path, .point path").first.click(force=True)
-            _settle(page)
-            assert re.search(r"Examples of epoch \d+ with FOSC in \[", main.inner_text())
-            assert page.locator('[data-testid="stImage"]').count() > 0
-            page.screenshot(path=str(ARTIFACTS / "insight-examples.png"))
-        finally:
-            browser.close()
+        # a Fig. 1a bin -> that bin's examples
+        page.get_by_role("button", name="Back to the examples").click()
+        _settle(page)
+        bars = _chart(page, "Fig. 1a")
+        bars.locator(".bars path, .point path").first.click(force=True)
+        _settle(page)
+        assert re.search(r"Examples of epoch \d+ with FOSC in \[", main.inner_text())
+        assert page.locator('[data-testid="stImage"]').count() > 0
+        page.screenshot(path=str(ARTIFACTS / "insight-examples.png"))
     assert not errors, errors
