@@ -265,6 +265,17 @@ def test_resume_fewer_epochs_than_done(done, capsys):
     assert snapshot(done) == before
 
 
+def test_resume_finished_run(done, capsys):
+    """--resume of a run with every epoch trained and evaluated: exit 0, nothing trained or evaluated
+    again (before: the whole end-of-run evaluation ran again and rewrote the evals rows)."""
+    before = snapshot(done)
+    assert main_rc(["--resume", "tiny-dynamic", "--runs-dir", str(done), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"run tiny-dynamic already finished its 2 epochs: nothing to resume. Train it longer: " \
+           f"python -m trainer.run --resume tiny-dynamic --epochs 12 --runs-dir {done}" in err, err
+    assert snapshot(done) == before
+
+
 def test_resume_flag_equal_to_saved_is_accepted_different_is_named(done, capsys):
     before = snapshot(done)
     assert main_rc(["--resume", "tiny-dynamic", "--runs-dir", str(done), "--steps", "4", "--quiet"]) == 2

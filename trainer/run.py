@@ -143,6 +143,14 @@ def git_commit() -> str | None:
         return None
 
 
+class AlreadyFinished(Exception):
+    """--resume of a run that finished every epoch and its evaluation (exit 0, nothing changes)."""
+
+    def __init__(self, name: str, epochs: int):
+        super().__init__(name, epochs)
+        self.name, self.epochs = name, epochs
+
+
 def _resume_run(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
     from trainer import checkpoint
     from trainer.device import pick_device
@@ -165,6 +173,8 @@ def _resume_run(ns, runs_dir: Path) -> tuple[Path, str, RunConfig]:
         raise ConfigError(f"--epochs {changes['epochs']} is fewer than the {done} epochs run {ns.resume!r} has "
                           f"already trained (saved config: epochs {runs.read_json(rd / runs.CONFIG)['epochs']}); "
                           "nothing changed")
+    if done >= cfg.epochs and runs.effective_state(rd) == "finished":
+        raise AlreadyFinished(ns.resume, cfg.epochs)  # no epoch left: nothing to train, nothing to evaluate again
     if changes:
         runs.write_json(rd / runs.CONFIG, cfg.to_dict())
     if store_control.read(rd).get("stop"):
@@ -254,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, runs.StoreError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except AlreadyFinished as e:
+        if dist.rank_world()[0] == 0:
+            print(f"run {e.name} already finished its {e.epochs} epochs: nothing to resume. Train it longer: "
+                  f"python -m trainer.run --resume {e.name} --epochs {e.epochs + 10} --runs-dir {runs_dir}; "
+                  f"evaluate it again: python -m trainer.evaluate {e.name} --runs-dir {runs_dir}", file=sys.stderr)
+        return 0
     except OSError as e:
         print(f"error: cannot create the run in {ns.runs_dir or runs.default_runs_dir()}: {e.strerror or e}", file=sys.stderr)
         return EXIT_IO
