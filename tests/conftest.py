@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 # The suite runs on pytest-xdist workers (pyproject: -n 2, one per core of a CI machine). Each worker
 # and every process it starts gets one torch/OpenMP thread: two workers of two threads each on two
@@ -39,23 +43,65 @@ def offline_mnist_npz(path: Path) -> Path:
     return path
 
 
-def tiny_run(runs_dir: Path, name: str, strategy: str, epochs: int = 2, n_train: int = 384, **extra) -> Path:
-    """A real (tiny) CPU training run on the offline MNIST digits; returns its folder."""
-    from trainer import run
-
+def tiny_argv(runs_dir: Path, name: str, strategy: str, epochs: int = 2, n_train: int = 384,
+              eval_at_end: bool = True, **extra) -> list[str]:
+    """``trainer.run`` flags of a real (tiny) CPU training run on the offline MNIST digits."""
     argv = ["--preset", "quick", "--strategy", strategy, "--name", name, "--runs-dir", str(runs_dir),
             "--epochs", str(epochs), "--n-train", str(n_train), "--batch-size", "128", "--eval-n", "128",
             "--heldout", "128", "--t-prime", str(max(epochs - 1, 1)), "--quiet"]
+    if not eval_at_end:  # for tests that read no evaluation: it is most of a tiny run's cost
+        argv.append("--no-eval-at-end")
     for k, v in extra.items():
         argv += [f"--{k.replace('_', '-')}", str(v)]
-    assert run.main(argv) == 0
+    return argv
+
+
+def tiny_run(runs_dir: Path, name: str, strategy: str, epochs: int = 2, n_train: int = 384, **extra) -> Path:
+    """A real (tiny) CPU training run on the offline MNIST digits, in this process; returns its folder."""
+    from trainer import run
+
+    assert run.main(tiny_argv(runs_dir, name, strategy, epochs, n_train, **extra)) == 0
     return runs_dir / name
+
+
+TINY_STRATEGIES = ("dynamic", "standard", "unsecured")
+
+
+def _train_tiny_runs(runs_dir: Path) -> None:
+    """The session's three runs, trained side by side: one process (one thread) each."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "trainer.run", *tiny_argv(runs_dir, f"tiny-{s}", s)], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for s in TINY_STRATEGIES]
+    for s, proc in zip(TINY_STRATEGIES, procs):
+        err = proc.communicate()[1]
+        assert proc.returncode == 0, f"tiny-{s}: {err[-3000:]}"
 
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory) -> Path:
-    """A runs folder with three finished tiny runs (dynamic, standard, unsecured), made once per session."""
+    """A runs folder with three finished tiny runs (dynamic, standard, unsecured). They are trained once
+    per session: the first xdist worker to get here trains them into a folder all workers share, and
+    every worker gets its own copy (tests may write into theirs)."""
     d = tmp_path_factory.mktemp("runs")
-    for strategy in ("dynamic", "standard", "unsecured"):
-        tiny_run(d, f"tiny-{strategy}", strategy)
+    session_tmp = tmp_path_factory.getbasetemp()
+    # An xdist worker's basetemp is popen-gwN inside the session's own: the parent is this session's.
+    on_worker = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    shared = (session_tmp.parent if on_worker else session_tmp) / "tiny-runs-trained-once"
+    with FileLock(str(shared) + ".lock"):
+        if not shared.is_dir():
+            partial = shared.with_name(shared.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            _train_tiny_runs(partial)
+            partial.rename(shared)
+    shutil.copytree(shared, d, dirs_exist_ok=True)
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow or browser tests first, each file's tests kept together and in order. With
+    ``--dist loadfile --no-loadscope-reorder`` (pyproject) the two workers take files in this order:
+    the long files start first and the many short ones fill in at the end, so neither worker idles
+    while the other runs a two-minute test last."""
+    heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("browser")}
+    items.sort(key=lambda item: item.path not in heavy)  # a stable sort: file order kept within each group

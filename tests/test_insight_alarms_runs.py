@@ -62,7 +62,7 @@ def _epochs_done(rd: Path) -> int:
 
 def test_dynamic_whose_attack_cannot_move_raises_stalled_convergence(tmp_path):
     """K = 1 and a learning rate of 1e-6: c_t falls from c_max to 0, the FOSC median does not."""
-    tiny_run(tmp_path, "stuck", "dynamic", epochs=4, steps=1, lr=1e-6, t_prime=3)
+    tiny_run(tmp_path, "stuck", "dynamic", epochs=4, steps=1, lr=1e-6, t_prime=3, eval_at_end=False)
     found = {a.kind for a in alarms.check(tmp_path / "stuck")}
     assert "stalled_convergence" in found
     assert "stalled_convergence" in alarm_events(tmp_path, "stuck")
@@ -71,7 +71,7 @@ def test_dynamic_whose_attack_cannot_move_raises_stalled_convergence(tmp_path):
 def test_healthy_runs_raise_nothing(tiny_runs, tmp_path):
     """The session's 2-epoch runs, and a 4-epoch Dynamic run with the quick preset's settings (its c_t
     falls to 0; the threshold binds only in its last two epochs, as its attack takes more steps)."""
-    tiny_run(tmp_path, "dyn4", "dynamic", epochs=4)
+    tiny_run(tmp_path, "dyn4", "dynamic", epochs=4, eval_at_end=False)  # the session runs are evaluated
     for runs_dir, run in [(tiny_runs, r) for r in ("tiny-dynamic", "tiny-standard", "tiny-unsecured")] + [
             (tmp_path, "dyn4")]:
         assert alarms.check(runs_dir / run) == [], run

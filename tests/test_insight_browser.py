@@ -24,7 +24,7 @@ def app(tmp_path):
         pytest.skip(f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium); never a downloaded browser")
     pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install -e .[test])")
     runs_dir = tmp_path / "runs"
-    tiny_run(runs_dir, RUN, "unsecured", epochs=3)
+    tiny_run(runs_dir, RUN, "unsecured", epochs=3, eval_at_end=False)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "streamlit.log", "wb")

@@ -27,7 +27,7 @@ RUN = "ins-dynamic"
 @pytest.fixture(scope="module")
 def dyn_runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("insight-pages")
-    tiny_run(d, RUN, "dynamic", epochs=2, trajectory_examples=16)
+    tiny_run(d, RUN, "dynamic", epochs=2, trajectory_examples=16, eval_at_end=False)
     return d
 
 
