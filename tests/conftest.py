@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-# The suite runs on pytest-xdist workers (pyproject: -n 2, one per core of a CI machine). Each worker
+# The suite runs on pytest-xdist workers (pyproject: -n 3 on CI's two cores). Each worker
 # and every process it starts gets one torch/OpenMP thread: two workers of two threads each on two
 # cores run ~10x slower, not 2x faster. Set before any test module imports torch.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -100,7 +100,7 @@ def tiny_runs(tmp_path_factory) -> Path:
 
 def pytest_collection_modifyitems(config, items):
     """Files with slow or browser tests first, each file's tests kept together and in order. With
-    ``--dist loadfile --no-loadscope-reorder`` (pyproject) the two workers take files in this order:
+    ``--dist loadfile --no-loadscope-reorder`` (pyproject) the workers take files in this order:
     the long files start first and the many short ones fill in at the end, so neither worker idles
     while the other runs a two-minute test last."""
     heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("browser")}
