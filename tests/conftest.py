@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,19 @@ TINY_STRATEGIES = ("dynamic", "standard", "unsecured")
 
 
 def _train_tiny_runs(runs_dir: Path) -> None:
-    """The session's three runs, trained side by side: one process (one thread) each."""
+    """The session's three runs, trained side by side: one process (one thread) each. Each starts once
+    the previous one has created its run, a clock second later: runs are listed newest first by their
+    created_at (1 s resolution), and tests rely on this order (tiny-unsecured newest)."""
+    from store import runs
+
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "trainer.run", *tiny_argv(runs_dir, f"tiny-{s}", s)], cwd=ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for s in TINY_STRATEGIES]
+    procs = []
+    for s in TINY_STRATEGIES:
+        procs.append(subprocess.Popen([sys.executable, "-m", "trainer.run", *tiny_argv(runs_dir, f"tiny-{s}", s)],
+                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        while not (runs_dir / f"tiny-{s}" / runs.META).exists() and procs[-1].poll() is None:
+            time.sleep(0.1)
+        time.sleep(1.0)
     for s, proc in zip(TINY_STRATEGIES, procs):
         err = proc.communicate()[1]
         assert proc.returncode == 0, f"tiny-{s}: {err[-3000:]}"
